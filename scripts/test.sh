@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Lint, format check, type check and the test suite, in .venv.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+scripts/bootstrap.sh dev
+.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff format --check src tests benchmarks
+.venv/bin/mypy
+.venv/bin/python -m pytest "$@"
