@@ -83,7 +83,8 @@ class ModuleRecord:
 
     @property
     def is_embedding(self) -> bool:
-        return self.cls == "Embedding"
+        # By kind, not class name: subclasses such as BART's BartScaledWordEmbedding are embeddings too.
+        return self.kind == "embedding"
 
 
 @dataclass
@@ -95,7 +96,7 @@ class ArchRecord:
     architecture: str  # class built for the task ("Qwen3ForSequenceClassification")
     task: str  # seq-cls | causal-lm | seq2seq
     num_labels: int | None
-    num_layers: int  # transformer blocks (encoder + decoder for encoder-decoder models)
+    num_layers: int  # blocks in the longest stack (what layers_to_transform indexes)
     layers_per_stack: dict[str, int]  # e.g. {"model.layers": 36} or {"model.encoder.layers": 6, ...}
     total_params: int  # unique parameters of the base model (tied weights once)
     modules: list[ModuleRecord]
