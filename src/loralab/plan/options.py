@@ -1,0 +1,83 @@
+"""The option table of seed 000 §2.2: the same rank and layers on attention only, attention plus the
+MLP's input projections, and every linear layer of the blocks, for any architecture.
+
+Names come from the architecture's own modules. Where one name covers two kinds (GPT-2's `c_proj`
+is both the attention output and the MLP down projection) the option uses a longer suffix such as
+`attn.c_proj`, which PEFT matches with `key.endswith("." + name)` exactly like a short one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from loralab.arch.records import ArchRecord, ModuleRecord
+from loralab.errors import PlanError
+
+if TYPE_CHECKING:
+    from loralab.plan.planner import OptionRow, Plan
+    from loralab.plan.spec import LoraSpec
+
+
+def _block_linears(arch: ArchRecord) -> list[ModuleRecord]:
+    return [m for m in arch.modules if m.linear and m.layer is not None and m.kind in ("attention", "mlp")]
+
+
+def distinct_names(arch: ArchRecord) -> dict[str, tuple[str, ModuleRecord]]:
+    """Shortest trailing name of each block linear module that identifies its kind unambiguously.
+
+    Returns {name: (kind, an example module)} in model order.
+    """
+    mods = _block_linears(arch)
+    kinds_by_last: dict[str, set[str]] = {}
+    for m in mods:
+        kinds_by_last.setdefault(m.name.rsplit(".", 1)[-1], set()).add(m.kind)
+    out: dict[str, tuple[str, ModuleRecord]] = {}
+    for m in mods:
+        parts = m.name.split(".")
+        name = parts[-1]
+        if len(kinds_by_last[name]) > 1:
+            name = ".".join(parts[-2:])
+        out.setdefault(name, (m.kind, m))
+    return out
+
+
+def option_sets(arch: ArchRecord) -> list[tuple[str, list[str]]]:
+    names = distinct_names(arch)
+    attn = [n for n, (k, _) in names.items() if k == "attention"]
+    mlp = [n for n, (k, _) in names.items() if k == "mlp"]
+    # The MLP's input projections widen the hidden state (gate/up, c_fc, fc1, intermediate.dense).
+    mlp_in = [n for n in mlp if (names[n][1].out_features or 0) > (names[n][1].in_features or 0)]
+    rows: list[tuple[str, list[str]]] = []
+    if attn:
+        rows.append(("attention only", attn))
+    if attn and mlp_in and len(mlp_in) < len(mlp):
+        rows.append(("attention + MLP in (" + ", ".join(mlp_in) + ")", attn + mlp_in))
+    if mlp:
+        rows.append(("all linear (attention + MLP)", attn + mlp))
+    return rows
+
+
+def option_rows(arch: ArchRecord, lora: dict[str, Any], spec: LoraSpec, plan: Plan) -> list[OptionRow]:
+    from loralab.plan.planner import OptionRow, adapter_bytes, build_plan
+
+    current = set(plan.match.target_names)
+    rows: list[OptionRow] = []
+    for title, targets in option_sets(arch):
+        alt = dict(lora)
+        alt["target_modules"] = targets
+        try:
+            p = build_plan(arch, alt, load_dtype=plan.load_dtype, with_options=False)
+        except PlanError:
+            continue  # e.g. the chosen layers hold none of these modules
+        rows.append(
+            OptionRow(
+                name=title,
+                target_modules=targets,
+                trainable_params=p.counts.trainable_params,
+                lora_params=p.counts.lora_params,
+                adapter_bytes=adapter_bytes(p.counts, plan.load_dtype),
+                share_of_base=p.counts.share_of_base,
+                current=set(p.match.target_names) == current,
+            )
+        )
+    return rows
