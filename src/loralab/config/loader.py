@@ -1,0 +1,177 @@
+"""`load_experiment`: read one experiment YAML safely, validate every section, report all problems at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loralab.config._common import Ctx, check_int, unknown_key
+from loralab.config.lora import build_lora, raw_lora, task_hint
+from loralab.config.models import ExperimentConfig
+from loralab.config.schema import Schemas, load_schemas
+from loralab.config.sections import (
+    build_data,
+    build_experiment,
+    build_model,
+    build_tracking,
+    check_deepspeed_vs_args,
+    load_deepspeed,
+)
+from loralab.config.training import build_training_args
+from loralab.errors import ConfigError, Problem
+
+TOP_LEVEL_KEYS = (
+    "experiment",
+    "model",
+    "lora",
+    "lora_defaults",
+    "training_args",
+    "data",
+    "deepspeed",
+    "tracking",
+    "seed",
+)
+
+
+def _duplicate_keys(node: yaml.Node, path: str, seen_nodes: set[int]) -> list[tuple[str, int]]:
+    """(dotted key, line) of each key given twice in one mapping; YAML loading silently keeps the last."""
+    if id(node) in seen_nodes:  # an alias points back at a node already walked
+        return []
+    seen_nodes.add(id(node))
+    found: list[tuple[str, int]] = []
+    if isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            child = f"{path}.{key_node.value}" if path else str(key_node.value)
+            if key_node.value in keys:
+                found.append((child, key_node.start_mark.line + 1))
+            keys.add(key_node.value)
+            found.extend(_duplicate_keys(value_node, child, seen_nodes))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found.extend(_duplicate_keys(item, f"{path}[{i}]", seen_nodes))
+    return found
+
+
+def _yaml_problem(file: str, exc: yaml.YAMLError) -> Problem:
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in str(problem):
+        return Problem(
+            file,
+            "",
+            f"unsupported YAML tag{where}: {problem}",
+            "loralab reads YAML with yaml.safe_load, which never builds Python objects; write plain values",
+        )
+    context = getattr(exc, "context", None)
+    text = f"{context}; {problem}" if context else str(problem)
+    return Problem(
+        file, "", f"YAML syntax error{where}: {text}", "fix the YAML syntax (indentation, quotes, colons)"
+    )
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The file's top-level mapping; a `ConfigError` if it is missing, unreadable, or not a mapping."""
+    file = str(path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise ConfigError([Problem(file, "", f"the experiment file {what}", "check the path")])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            [Problem(file, "", f"cannot read the file: {exc}", "check permissions and encoding")]
+        ) from exc
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        duplicates = _duplicate_keys(node, "", set()) if node is not None else []
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_problem(file, exc)]) from exc
+    finally:
+        loader.dispose()
+    problems = [
+        Problem(file, key, f"given twice (line {line}); YAML keeps only the last one", "remove one of them")
+        for key, line in duplicates
+    ]
+    if data is None:
+        problems.append(Problem(file, "", "the file is empty", "write at least `model: {name_or_path: ...}`"))
+    elif not isinstance(data, dict):
+        problems.append(
+            Problem(file, "", f"the top level must be a mapping of sections, got {type(data).__name__}", "")
+        )
+    if problems:
+        raise ConfigError(problems)
+    assert isinstance(data, dict)
+    return data
+
+
+def load_experiment(path: str | Path, *, schemas: Schemas | None = None) -> ExperimentConfig:
+    """Load, validate and normalise one experiment YAML file.
+
+    Raises `ConfigError` listing every problem found. `schemas` overrides the field snapshot (tests).
+    Never imports torch, peft or transformers, unless the installed peft/transformers differ from the
+    snapshot and none is cached yet (then a subprocess generates one).
+    """
+    source = Path(path).expanduser().absolute()
+    raw = read_yaml(source)
+    ctx = Ctx(file=str(path), base_dir=source.parent)
+    schemas = schemas or load_schemas()
+    for note in schemas.notes:
+        ctx.note(note)
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            unknown_key(ctx, "", str(key), TOP_LEVEL_KEYS, "top-level section", listing=True)
+
+    seed = raw.get("seed")
+    if seed is not None and not check_int(ctx, "seed", seed, minimum=0):
+        seed = None
+    lora_fields, lora_prefix, enable = raw_lora(raw, ctx)
+    model, task_given = build_model(raw.get("model"), task_hint(lora_fields), ctx)
+    lora = build_lora(lora_fields, lora_prefix, enable, schemas.lora, model.task, task_given, ctx)
+    training_args, ta_deepspeed = build_training_args(raw.get("training_args"), schemas.training, seed, ctx)
+    deepspeed, deepspeed_file = _deepspeed(raw.get("deepspeed"), ta_deepspeed, ctx)
+    if deepspeed is not None:
+        defaults = {name: spec.default for name, spec in schemas.training.items()}
+        check_deepspeed_vs_args(deepspeed, training_args, defaults, ctx)
+    data = build_data(raw.get("data"), ctx)
+    tracking = build_tracking(raw.get("tracking"), ctx)
+    experiment = build_experiment(raw.get("experiment"), ctx)
+    if ctx.problems:
+        raise ConfigError(ctx.problems)
+    return ExperimentConfig(
+        source=source,
+        model=model,
+        lora=lora,
+        training_args=training_args,
+        data=data,
+        deepspeed=deepspeed,
+        deepspeed_file=deepspeed_file,
+        tracking=tracking,
+        experiment=experiment,
+        seed=seed,
+        notes=list(ctx.notes.items),
+        raw=raw,
+    )
+
+
+def _deepspeed(top: Any, from_args: Any, ctx: Ctx) -> tuple[dict[str, Any] | None, Path | None]:
+    if top is not None and from_args is not None and top != from_args:
+        ctx.problem(
+            "training_args.deepspeed",
+            "DeepSpeed is configured both at the top level and in training_args, differently",
+            "keep only the top-level `deepspeed`",
+        )
+        return None, None
+    if from_args is not None and top is None:
+        loaded = load_deepspeed(from_args, "training_args.deepspeed", ctx)
+        if loaded[0] is not None:
+            ctx.note("training_args.deepspeed: loaded into the top-level deepspeed section")
+        return loaded
+    return load_deepspeed(top, "deepspeed", ctx)

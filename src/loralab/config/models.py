@@ -1,0 +1,107 @@
+"""The validated, normalised experiment configuration that the rest of loralab codes against."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Task = Literal["seq-cls", "causal-lm", "seq2seq"]
+TASKS: tuple[Task, ...] = ("seq-cls", "causal-lm", "seq2seq")
+
+# PEFT TaskType name -> loralab task. Other TaskTypes (TOKEN_CLS, QUESTION_ANS, FEATURE_EXTRACTION) are
+# valid for PEFT but loralab has no training loop for them.
+TASK_TYPE_TO_TASK: dict[str, Task] = {
+    "SEQ_CLS": "seq-cls",
+    "CAUSAL_LM": "causal-lm",
+    "SEQ_2_SEQ_LM": "seq2seq",
+}
+TASK_TO_TASK_TYPE: dict[Task, str] = {v: k for k, v in TASK_TYPE_TO_TASK.items()}
+PEFT_TASK_TYPES = ("SEQ_CLS", "CAUSAL_LM", "SEQ_2_SEQ_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION")
+
+
+@dataclass
+class ModelConfig:
+    """`model:` — which checkpoint to load and how."""
+
+    name_or_path: str
+    task: Task = "causal-lm"
+    num_labels: int | None = None  # required (>= 2) for seq-cls
+    torch_dtype: str | None = None  # float32 / float16 / bfloat16 / auto; transformers 5 calls it `dtype`
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+    revision: str | None = None
+    quantization: dict[str, Any] | None = None  # from_pretrained quantization kwargs (load_in_4bit, ...)
+
+    @property
+    def dtype(self) -> str | None:
+        """The transformers-5 name of `torch_dtype`."""
+        return self.torch_dtype
+
+
+@dataclass
+class LoraSection:
+    """`lora:` — whether to apply LoRA and the `peft.LoraConfig` keyword arguments, verbatim."""
+
+    enable: bool = True
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ClassWeights:
+    """Inverse-frequency class weights for seq-cls: weight_c = (1 / freq_c) ** alpha."""
+
+    enable: bool = False
+    alpha: float = 1.0  # 0 = uniform, 1 = plain inverse frequency; seed 000 used 0.4
+
+
+@dataclass
+class DataConfig:
+    """`data:` — where the examples are and how to turn them into model inputs.
+
+    File paths are kept as written; relative ones are relative to the YAML file's folder
+    (`ExperimentConfig.resolve_path`).
+    """
+
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    text_field: str | None = None
+    text_template: str | None = None  # e.g. "{account_name}: {description}", instead of text_field
+    label_field: str | None = None
+    prompt_field: str | None = None  # causal-lm / seq2seq
+    response_field: str | None = None  # causal-lm / seq2seq
+    max_length: int | None = None
+    extract_ratio: float | None = None  # fraction of the data to use, in (0, 1]
+    seed: int | None = None
+    class_weights: ClassWeights | None = None
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment file, validated and normalised to transformers 5 / the installed PEFT."""
+
+    source: Path  # the YAML file, absolute
+    model: ModelConfig
+    lora: LoraSection = field(default_factory=LoraSection)
+    training_args: dict[str, Any] = field(
+        default_factory=dict
+    )  # TrainingArguments kwargs, transformers-5 names
+    data: DataConfig = field(default_factory=DataConfig)
+    deepspeed: dict[str, Any] | None = None  # loaded DeepSpeed config (from a file or inline)
+    deepspeed_file: Path | None = None  # where `deepspeed` was read from, when it was a path
+    tracking: dict[str, Any] | None = None  # {backend: mlflow, uri, experiment_name, run_name, tags}
+    experiment: dict[str, Any] | None = None  # {name, phase, ...}, free-form
+    seed: int | None = None
+    notes: list[str] = field(default_factory=list)  # one line per legacy field mapped, default filled, ...
+    raw: dict[str, Any] = field(default_factory=dict)  # the YAML mapping as read, for `diff`
+
+    def lora_config_dict(self) -> dict[str, Any]:
+        """Keyword arguments for `peft.LoraConfig(**kwargs)` (a copy; safe to modify)."""
+        return copy.deepcopy(self.lora.config)
+
+    def resolve_path(self, path: str | Path) -> Path:
+        """A path from the config, made absolute relative to the YAML file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.source.parent / p).resolve()
