@@ -1,0 +1,98 @@
+"""The `loralab` command: a thin layer over the stage packages; every error goes through cli_errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from loralab.cli_errors import format_error
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="loralab: plan, train, evaluate and compare LoRA fine-tuning experiments.",
+    pretty_exceptions_enable=False,
+)
+_state = {"debug": False}
+# Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 140)
+
+Task = Annotated[str, typer.Option("--task", "-t", help="seq-cls | causal-lm | seq2seq")]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _run(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except typer.Exit:
+        raise
+    except BaseException as exc:
+        if _state["debug"]:
+            raise
+        msg, code = format_error(exc)
+        # Plain write: a message must stay one line per problem, never wrapped by the console.
+        sys.stderr.write(msg + "\n")
+        raise typer.Exit(code) from None
+
+
+@app.command()
+def plan(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    no_options: Annotated[bool, typer.Option("--no-options", help="Skip the option table.")] = False,
+) -> None:
+    """Exact LoRA trainable parameters, matched modules and options for CONFIG, without loading weights."""
+
+    def go() -> None:
+        from loralab.plan.command import run_plan
+
+        run_plan(config, as_json=as_json, with_options=not no_options, out=out)
+
+    _run(go)
+
+
+@app.command()
+def modules(
+    model: Annotated[str, typer.Argument(help="Hub id, local folder with config.json, or bundled model.")],
+    task: Task = "causal-lm",
+    num_labels: Annotated[int | None, typer.Option(help="Labels for seq-cls.")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="One row per module instead of per kind.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow the model's own code.")] = False,
+) -> None:
+    """The linear-like modules of MODEL (names, shapes, kinds) to choose target_modules from."""
+
+    def go() -> None:
+        from loralab.plan.command import run_modules
+
+        run_modules(
+            model,
+            task=task,
+            num_labels=num_labels,
+            show_all=show_all,
+            as_json=as_json,
+            trust_remote_code=trust_remote_code,
+            out=out,
+        )
+
+    _run(go)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def main() -> None:
+    app()
