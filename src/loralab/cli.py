@@ -23,7 +23,10 @@ _state = {"debug": False}
 # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 140)
 
-Task = Annotated[str, typer.Option("--task", "-t", help="seq-cls | causal-lm | seq2seq")]
+Task = Annotated[
+    str | None,
+    typer.Option("--task", "-t", help="seq-cls | causal-lm | seq2seq (default: from the model's config)"),
+]
 
 
 @app.callback()
@@ -36,7 +39,7 @@ def _root(
 def _run(fn: Callable[[], Any]) -> None:
     try:
         fn()
-    except typer.Exit:
+    except (typer.Exit, SystemExit):
         raise
     except BaseException as exc:
         if _state["debug"]:
@@ -66,7 +69,7 @@ def plan(
 @app.command()
 def modules(
     model: Annotated[str, typer.Argument(help="Hub id, local folder with config.json, or bundled model.")],
-    task: Task = "causal-lm",
+    task: Task = None,
     num_labels: Annotated[int | None, typer.Option(help="Labels for seq-cls.")] = None,
     show_all: Annotated[bool, typer.Option("--all", help="One row per module instead of per kind.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,

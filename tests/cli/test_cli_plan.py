@@ -125,3 +125,27 @@ def test_every_shipped_example_loads_and_plans(example: Path) -> None:
 
     plan, _notes = plan_from_config(example)
     assert plan.counts.trainable_params > 0
+
+
+def test_modules_default_task_follows_the_model() -> None:
+    # KoBART is an encoder-decoder: without --task it is listed as the seq2seq model, both stacks.
+    p = loralab("modules", "gogamza/kobart-base-v2", "--json")
+    assert p.returncode == 0, p.stderr
+    obj = json.loads(p.stdout)
+    assert obj["architecture"] == "BartForConditionalGeneration"
+    names = {r["name"] for r in obj["modules"]}
+    assert "model.encoder.layers.N.self_attn.q_proj" in names
+    assert "model.decoder.layers.N.encoder_attn.q_proj" in names
+
+
+def test_broken_pipe_is_not_an_internal_error() -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    p = subprocess.run(
+        f"{sys.executable} -m loralab modules openai-community/gpt2 | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert "internal error" not in p.stderr

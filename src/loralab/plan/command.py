@@ -91,10 +91,24 @@ def module_rows(arch: ArchRecord, show_all: bool) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+# Encoder-only families: their natural LoRA task is classification, and most have no causal-LM class.
+_ENCODER_ONLY = {"bert", "roberta", "xlm-roberta", "electra", "deberta", "deberta-v2", "distilbert", "albert"}
+
+
+def default_task(config: dict[str, Any]) -> str:
+    """The task a model is usually fine-tuned for, from its config alone."""
+    if config.get("is_encoder_decoder"):
+        return "seq2seq"
+    archs = " ".join(config.get("architectures") or [])
+    if config.get("model_type") in _ENCODER_ONLY or "ForSequenceClassification" in archs:
+        return "seq-cls"
+    return "causal-lm"
+
+
 def run_modules(
     model: str,
     *,
-    task: str,
+    task: str | None,
     num_labels: int | None,
     show_all: bool,
     as_json: bool,
@@ -102,7 +116,10 @@ def run_modules(
     out: Console,
 ) -> None:
     from loralab.arch.cache import get_arch_record
+    from loralab.arch.resolve import resolve_model
 
+    if task is None:
+        task = default_task(resolve_model(model, trust_remote_code=trust_remote_code).config)
     if task not in _TASK_TYPES:
         raise ConfigError(
             [Problem("--task", "", f"unknown task {task!r}", "use one of " + ", ".join(_TASK_TYPES))]
