@@ -1,0 +1,109 @@
+"""The label map (label <-> id), built from the training rows, and encoding rows against it.
+
+Ids follow the sorted order of the training labels (plain string sort), so the same training set always
+gives the same map. Evaluation rows whose label never occurs in training are left out of the encoded
+set and counted in `Encoded.unseen`, not crashed on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loralab.data.errors import DataError
+from loralab.data.readers import Row
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Label names in id order; `label2id` / `id2label` as transformers' configs spell them."""
+
+    labels: tuple[str, ...]
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.labels)}
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.labels))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to_json(self) -> dict[str, dict[str, int] | dict[str, str]]:
+        return {"label2id": self.label2id, "id2label": {str(i): lab for i, lab in self.id2label.items()}}
+
+    def save(self, path: str | Path) -> None:
+        save_label_map(self, path)
+
+
+def build_label_map(labels: Iterable[str]) -> LabelMap:
+    """The map of the distinct labels, sorted."""
+    distinct = sorted(set(labels))
+    if not distinct:
+        raise DataError("cannot build a label map: the training rows have no labels")
+    return LabelMap(tuple(distinct))
+
+
+def save_label_map(label_map: LabelMap, path: str | Path) -> None:
+    """Write `{"label2id": {...}, "id2label": {"0": ...}}` as UTF-8 JSON (Hangul kept as is)."""
+    Path(path).write_text(
+        json.dumps(label_map.to_json(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
+
+
+def load_label_map(path: str | Path) -> LabelMap:
+    """Read a map written by `save_label_map`; ids must be 0..n-1 and agree in both directions."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        id2label = {int(k): str(v) for k, v in data["id2label"].items()}
+        label2id = {str(k): int(v) for k, v in data["label2id"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DataError(f"{p}: not a label map ({type(e).__name__}: {e})") from e
+    if sorted(id2label) != list(range(len(id2label))):
+        raise DataError(f"{p}: label ids are not 0..{len(id2label) - 1}")
+    label_map = LabelMap(tuple(id2label[i] for i in range(len(id2label))))
+    if label_map.label2id != label2id:
+        raise DataError(f"{p}: label2id and id2label disagree")
+    return label_map
+
+
+@dataclass
+class Encoded:
+    """Rows whose label is in the map, with their ids; the unseen labels and how often each occurred."""
+
+    rows: list[Row] = field(default_factory=list)
+    label_ids: list[int] = field(default_factory=list)
+    unseen: dict[str, int] = field(default_factory=dict)
+    unseen_lines: list[int] = field(default_factory=list)
+
+    @property
+    def unseen_count(self) -> int:
+        return sum(self.unseen.values())
+
+    def unseen_summary(self) -> str:
+        if not self.unseen:
+            return "no unseen labels"
+        listed = ", ".join(f"{lab} ({n})" for lab, n in sorted(self.unseen.items()))
+        return f"{self.unseen_count} rows with labels not in training, left out: {listed}"
+
+
+def encode_rows(rows: Sequence[Row], label_map: LabelMap) -> Encoded:
+    """Label ids for rows whose label is in `label_map`; the others are reported in `unseen`."""
+    ids = label_map.label2id
+    out = Encoded()
+    unseen: Counter[str] = Counter()
+    for row in rows:
+        if row.label is not None and row.label in ids:
+            out.rows.append(row)
+            out.label_ids.append(ids[row.label])
+        else:
+            unseen[str(row.label)] += 1
+            out.unseen_lines.append(row.line)
+    out.unseen = dict(sorted(unseen.items()))
+    return out
