@@ -33,6 +33,7 @@ class ModelConfig:
     attn_implementation: str | None = None
     revision: str | None = None
     quantization: dict[str, Any] | None = None  # from_pretrained quantization kwargs (load_in_4bit, ...)
+    device_map: str | dict[str, Any] | None = None  # from_pretrained device_map ("auto" offloads to disk)
 
     @property
     def dtype(self) -> str | None:

@@ -32,6 +32,7 @@ MODEL_KEYS = (
     "attn_implementation",
     "revision",
     "quantization",
+    "device_map",
 )
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 _DTYPE_ALIASES = {
@@ -89,6 +90,13 @@ def build_model(value: Any, hint: Task | None, ctx: Ctx) -> tuple[ModelConfig, b
     elif revision is not None:
         model.revision = revision
     model.quantization = _quantization(section.get("quantization"), ctx)
+    device_map = section.get("device_map")
+    if device_map is not None and not isinstance(device_map, str | dict):
+        ctx.problem(
+            "model.device_map", f"expected a string or mapping, got {type_name(device_map)}", "use auto"
+        )
+    else:
+        model.device_map = device_map
     return model, task_given
 
 

@@ -1,0 +1,498 @@
+"""Preflight: find what would fail in a long training run before it starts, in seconds, on a CPU.
+
+Seed 003 lost 5 of 6 models to failures that appear only minutes into a run: bf16 weights with an
+fp16 GradScaler, device_map="auto" without an offload folder, token_type_ids passed to a decoder-only
+model, right padding for batched generation. Every check here is a small function; all of them run
+and their findings are collected (never stop at the first). The last check builds a shrunken random
+twin of the architecture (2 layers, hidden 64) and runs one real training step on it, so errors that
+only the framework knows about surface too. No real weights are loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loralab.arch.resolve import resolve_model
+from loralab.config.models import ExperimentConfig
+from loralab.errors import LoralabError, PlanError
+from loralab.train.findings import Finding
+from loralab.train.loading import (
+    QLORA_ON_CPU,
+    _auto_class,
+    configured_device_map,
+    is_decoder_only,
+    lora_kwargs,
+    model_input_names,
+    set_pad_token_id,
+)
+from loralab.train.precision import PrecisionPolicy, choose_precision, conflicts
+
+TWIN_HIDDEN, TWIN_LAYERS, TWIN_HEADS, TWIN_VOCAB = 64, 2, 4, 512
+# What CUDA's GradScaler raises on bf16 gradients (seed 003). torch's CPU kernel accepts bf16, so on a
+# CPU the twin reproduces the CUDA failure from the gradients' dtype.
+CUDA_BF16_UNSCALE = "\"_amp_foreach_non_finite_check_and_unscale_cuda\" not implemented for 'BFloat16'"
+_BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0}
+
+
+@dataclass
+class PreflightReport:
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity == "error" for f in self.findings)
+
+    def lines(self) -> list[str]:
+        return [f.line() for f in self.findings]
+
+
+@dataclass
+class _Ctx:
+    """What the checks share, computed once; None where it could not be obtained."""
+
+    cfg: ExperimentConfig
+    policy: PrecisionPolicy
+    config: dict[str, Any] | None = None  # config.json
+    hf_config: Any = None  # the transformers config object (None: model_type unknown here)
+    lora: dict[str, Any] | None = None  # LoraConfig kwargs, layers resolved
+    plan: Any = None
+    tokenizer: Any = None
+
+
+def run_preflight(
+    cfg: ExperimentConfig, *, device: str | None = None, with_twin: bool = True
+) -> PreflightReport:
+    policy = choose_precision(cfg, device=device)
+    ctx = _Ctx(cfg, policy)
+    findings: list[Finding] = []
+    checks: list[Callable[[_Ctx], list[Finding]]] = [
+        check_model_config,
+        check_plan,
+        check_tokenizer,
+        check_token_type_ids,
+        check_precision,
+        check_qlora,
+        check_offload,
+        check_labels,
+        check_memory,
+    ]
+    if with_twin:
+        checks.append(check_twin)
+    for check in checks:
+        try:
+            findings.extend(check(ctx))
+        except Exception as e:  # a crashing check must not hide the other checks' findings
+            findings.append(
+                Finding(
+                    f"preflight.{check.__name__}", "warning", f"the check itself failed: {_first_line(e)}", ""
+                )
+            )
+    return PreflightReport(findings)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+# ---- config-level ---------------------------------------------------------------------------------
+
+
+def check_model_config(ctx: _Ctx) -> list[Finding]:
+    """Resolve config.json; an unknown model_type needs remote code, which is off by default."""
+    from transformers import CONFIG_MAPPING
+
+    m = ctx.cfg.model
+    try:
+        ctx.config = resolve_model(m.name_or_path, revision=m.revision).config
+    except LoralabError as e:
+        return [
+            Finding("model.resolve", "error", e.message(), "give a hub id, a bundled model or a local folder")
+        ]
+    model_type = str(ctx.config.get("model_type", ""))
+    if model_type in CONFIG_MAPPING:
+        ctx.hf_config = CONFIG_MAPPING[model_type].from_dict(dict(ctx.config))
+        return []
+    if m.trust_remote_code:
+        return [
+            Finding(
+                "model.remote_code",
+                "info",
+                f"model_type {model_type!r} is not in transformers: its code comes from the model repo "
+                "(trust_remote_code is on); the twin check is skipped",
+                "",
+            )
+        ]
+    return [
+        Finding(
+            "model.remote_code",
+            "error",
+            f"model_type {model_type!r} is unknown to the installed transformers, so loading needs the "
+            "model's own code, and model.trust_remote_code is off (loralab's default)",
+            "set model.trust_remote_code: true if you trust that repository's code, or upgrade transformers",
+        )
+    ]
+
+
+def check_plan(ctx: _Ctx) -> list[Finding]:
+    """The LoRA config resolves on the architecture: targets match, layers are in range."""
+    if not ctx.cfg.lora.enable or ctx.config is None or ctx.hf_config is None:
+        return []
+    try:
+        ctx.lora, ctx.plan = lora_kwargs(ctx.cfg)
+    except PlanError as e:
+        return [Finding(f"plan.{p.key or 'lora'}", "error", p.message, p.fix) for p in e.problems]
+    except LoralabError as e:
+        return [Finding("plan", "error", e.message(), "")]
+    return []
+
+
+def check_tokenizer(ctx: _Ctx) -> list[Finding]:
+    """Pad token and padding side of a decoder-only model's tokenizer, as shipped (loralab fixes both)."""
+    from transformers import AutoTokenizer
+
+    m = ctx.cfg.model
+    if ctx.hf_config is None:
+        return []
+    try:
+        ctx.tokenizer = AutoTokenizer.from_pretrained(
+            m.name_or_path, trust_remote_code=m.trust_remote_code, revision=m.revision
+        )
+    except Exception as e:  # offline hub id, bundled config without tokenizer files
+        return [
+            Finding("tokenizer.load", "info", f"tokenizer not available here ({_first_line(e)}); skipped", "")
+        ]
+    if not is_decoder_only(ctx.hf_config):
+        return []
+    out: list[Finding] = []
+    tok = ctx.tokenizer
+    if tok.pad_token is None:
+        out.append(
+            Finding(
+                "tokenizer.pad_token",
+                "info",
+                "the tokenizer has no pad token; batching would fail ('Asking to pad but the tokenizer "
+                "does not have a padding token'). loralab uses eos as pad and sets model.config.pad_token_id",
+                "",
+            )
+        )
+    if tok.padding_side == "right" and m.task == "causal-lm":
+        out.append(
+            Finding(
+                "tokenizer.padding_side",
+                "warning",
+                "the tokenizer pads on the right: batched generation with a decoder-only model then "
+                "continues after pad tokens and produces garbage (seed 003). loralab loads it with "
+                "padding_side='left'",
+                "in your own generation code set tokenizer.padding_side = 'left'",
+            )
+        )
+    return out
+
+
+def _model_class(ctx: _Ctx) -> Any:
+    auto = _auto_class(ctx.cfg.model.task)
+    return auto._model_mapping[type(ctx.hf_config)]
+
+
+def check_token_type_ids(ctx: _Ctx) -> list[Finding]:
+    """The tokenizer emits token_type_ids but the model's forward has no such parameter (seed 003)."""
+    if ctx.tokenizer is None or ctx.hf_config is None:
+        return []
+    if "token_type_ids" not in getattr(ctx.tokenizer, "model_input_names", []):
+        return []
+    cls = _model_class(ctx)
+    if "token_type_ids" in model_input_names(cls, ctx.tokenizer):
+        return []
+    return [
+        Finding(
+            "inputs.token_type_ids",
+            "warning",
+            f"the tokenizer returns token_type_ids but {cls.__name__}.forward does not take them; passing "
+            "the tokenizer's output straight to the model fails (seed 003's inference step). "
+            "loralab drops them",
+            "in your own code call tokenizer(..., return_token_type_ids=False)",
+        )
+    ]
+
+
+def check_precision(ctx: _Ctx) -> list[Finding]:
+    return conflicts(ctx.cfg, ctx.policy)
+
+
+def _quantized(cfg: ExperimentConfig) -> bool:
+    q = cfg.model.quantization or {}
+    return bool(q.get("load_in_4bit") or q.get("load_in_8bit"))
+
+
+def check_qlora(ctx: _Ctx) -> list[Finding]:
+    if not _quantized(ctx.cfg):
+        return []
+    if ctx.policy.device != "cuda":
+        return [Finding("qlora.device", "error", QLORA_ON_CPU, "remove model.quantization, or run on a GPU")]
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return [Finding("qlora.bitsandbytes", "error", QLORA_ON_CPU, "pip install bitsandbytes")]
+    return []
+
+
+def check_offload(ctx: _Ctx) -> list[Finding]:
+    """device_map (configured, or implied by QLoRA) gets an offload folder (seed 003's KULLM-v2)."""
+    if configured_device_map(ctx.cfg) is None and not _quantized(ctx.cfg):
+        return []
+    return [
+        Finding(
+            "loading.offload_folder",
+            "info",
+            "with a device_map, accelerate may offload layers to disk and then needs an offload_folder "
+            "(seed 003: 'The current device_map had weights offloaded to the disk'); loralab passes "
+            "offload_folder=<run dir>/offload",
+            "",
+        )
+    ]
+
+
+def check_labels(ctx: _Ctx) -> list[Finding]:
+    """seq-cls: the training labels fit num_labels; validation labels were seen in training."""
+    cfg, d = ctx.cfg, ctx.cfg.data
+    if cfg.model.task != "seq-cls" or not d.train_file or not d.label_field:
+        return []
+    train = cfg.resolve_path(d.train_file)
+    if not train.is_file():
+        return []
+    try:
+        from loralab.data import read_rows
+    except ImportError as e:
+        return [Finding("data.labels", "info", f"label coverage not checked: {_first_line(e)}", "")]
+    labels = set(read_rows(train, label_field=d.label_field).labels)
+    out: list[Finding] = []
+    n = cfg.model.num_labels or 0
+    if len(labels) > n:
+        out.append(
+            Finding(
+                "data.num_labels",
+                "error",
+                f"{train.name} has {len(labels)} distinct labels but model.num_labels is {n}: "
+                "the loss fails on label ids >= num_labels",
+                f"set model.num_labels: {len(labels)}",
+            )
+        )
+    elif len(labels) < n:
+        out.append(
+            Finding(
+                "data.num_labels",
+                "warning",
+                f"{train.name} has only {len(labels)} distinct labels but model.num_labels is {n}: "
+                f"{n - len(labels)} classes are never trained",
+                "check the label field, or lower num_labels",
+            )
+        )
+    if d.validation_file and cfg.resolve_path(d.validation_file).is_file():
+        val = set(read_rows(cfg.resolve_path(d.validation_file), label_field=d.label_field).labels)
+        unseen = sorted(val - labels)
+        if unseen:
+            out.append(
+                Finding(
+                    "data.unseen_labels",
+                    "warning",
+                    f"{len(unseen)} validation label(s) never occur in training, e.g. {unseen[:3]}",
+                    "re-split the data stratified by label",
+                )
+            )
+    return out
+
+
+def available_memory(device: str) -> int:
+    """Free bytes on the GPU, or the machine's physical memory (no psutil) otherwise."""
+    if device == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info()
+        return int(free)
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_memory(ctx: _Ctx) -> list[Finding]:
+    """The base weights alone must fit (activations and optimizer state come on top)."""
+    if ctx.plan is None:
+        return []
+    q = ctx.cfg.model.quantization or {}
+    per = 0.5 if q.get("load_in_4bit") else 1.0 if q.get("load_in_8bit") else _BYTES[ctx.policy.load_dtype]
+    need = int(ctx.plan.arch.total_params * per)
+    have = available_memory(ctx.policy.device)
+    if need <= have:
+        return []
+    return [
+        Finding(
+            "memory.weights",
+            "error",
+            f"the base weights need {need / 2**30:.1f} GiB in {ctx.policy.load_dtype} but "
+            f"{ctx.policy.device} has {have / 2**30:.1f} GiB",
+            "use a smaller model, QLoRA (model.quantization: {load_in_4bit: true}) on a GPU, "
+            "or a bigger device",
+        )
+    ]
+
+
+# ---- the twin ------------------------------------------------------------------------------------
+
+
+def _std_key(hf_config: Any, name: str) -> str:
+    return str(getattr(type(hf_config), "attribute_map", {}).get(name, name))
+
+
+def twin_config(hf_config: Any, task: str, num_labels: int | None) -> Any:
+    """Same model_type and module names, 2 layers, hidden 64, vocab 512 (head counts kept consistent)."""
+    d = hf_config.to_dict()
+    hidden_key, layers_key = _std_key(hf_config, "hidden_size"), _std_key(hf_config, "num_hidden_layers")
+    heads_key = _std_key(hf_config, "num_attention_heads")
+    old_hidden, old_layers = int(d.get(hidden_key) or 64), int(d.get(layers_key) or 2)
+    old_heads = d.get(heads_key)
+    for k in ("_name_or_path", "quantization_config", "torch_dtype", "dtype", "id2label", "label2id"):
+        d.pop(k, None)
+    d[hidden_key] = TWIN_HIDDEN
+    for k in {layers_key, "encoder_layers", "decoder_layers", "num_decoder_layers"} & d.keys():
+        d[k] = TWIN_LAYERS
+    for k in {heads_key, "encoder_attention_heads", "decoder_attention_heads"} & d.keys():
+        d[k] = TWIN_HEADS
+    kv = d.get("num_key_value_heads")
+    if isinstance(kv, int):  # keep GQA (fewer kv heads) or MQA (one) as the original has it
+        d["num_key_value_heads"] = 1 if kv == 1 else TWIN_HEADS if kv == old_heads else 2
+    for k in ("head_dim", "d_kv"):
+        if isinstance(d.get(k), int):
+            d[k] = TWIN_HIDDEN // TWIN_HEADS
+    for k in ("intermediate_size", "encoder_ffn_dim", "decoder_ffn_dim", "d_ff", "n_inner", "ffn_dim"):
+        if isinstance(d.get(k), int):  # keep the MLP's widening ratio, in multiples of 16
+            d[k] = 16 * max(1, round(4 * d[k] / old_hidden))
+    for k in ("max_position_embeddings", "n_positions"):
+        if isinstance(d.get(k), int):
+            d[k] = min(d[k], 512)
+    if isinstance(d.get("max_window_layers"), int):
+        d["max_window_layers"] = min(d["max_window_layers"], TWIN_LAYERS)
+    for k, v in list(d.items()):  # per-layer lists (Qwen3's layer_types) follow the layer count
+        if isinstance(v, list) and len(v) == old_layers and old_layers != TWIN_LAYERS:
+            d[k] = v[:TWIN_LAYERS]
+    d["vocab_size"] = TWIN_VOCAB
+    for k in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "sep_token_id"):
+        v = d.get(k)
+        if isinstance(v, int):
+            d[k] = v % TWIN_VOCAB
+        elif isinstance(v, list):
+            d[k] = [x % TWIN_VOCAB for x in v]
+    out = type(hf_config).from_dict(d)
+    if task == "seq-cls":
+        out.num_labels = num_labels or 2
+    return out
+
+
+def twin_lora(lora: dict[str, Any], num_layers: int) -> dict[str, Any]:
+    """The LoRA kwargs on the twin: resolved layers mapped to the twin's 2 by relative position."""
+    out = dict(lora)
+    layers = out.get("layers_to_transform")
+    if layers:
+        out["layers_to_transform"] = sorted(
+            {min(TWIN_LAYERS - 1, j * TWIN_LAYERS // num_layers) for j in layers}
+        )
+    return out
+
+
+def _twin_batch(model: Any, ctx: _Ctx, torch: Any) -> dict[str, Any]:
+    """Two sequences of 8 tokens, the second padded on the side the pipeline pads."""
+    cfg = model.config
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, TWIN_VOCAB, (2, 8), generator=g)
+    mask = torch.ones_like(ids)
+    left = ctx.tokenizer is not None and getattr(ctx.tokenizer, "padding_side", "right") == "left"
+    pad_cols = slice(0, 3) if left or ctx.cfg.model.task == "causal-lm" else slice(5, 8)
+    mask[1, pad_cols] = 0
+    ids[1, pad_cols] = cfg.pad_token_id if cfg.pad_token_id is not None else 0
+    batch: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+    names = (
+        model_input_names(model, ctx.tokenizer)
+        if ctx.tokenizer is not None
+        else (["token_type_ids"] if "token_type_ids" in _forward_params(model) else [])
+    )
+    if "token_type_ids" in names:  # exactly when the real pipeline would pass them
+        batch["token_type_ids"] = torch.zeros_like(ids)
+    task = ctx.cfg.model.task
+    if task == "seq-cls":
+        batch["labels"] = torch.tensor([0, cfg.num_labels - 1])
+    elif task == "causal-lm":
+        batch["labels"] = ids.masked_fill(mask == 0, -100)
+    else:
+        batch["labels"] = torch.randint(4, TWIN_VOCAB, (2, 6), generator=g)
+    return batch
+
+
+def _forward_params(model: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)
+
+
+def _unscale(model: Any, loss: Any, device: str, torch: Any) -> None:
+    """The GradScaler path of an fp16 run: scale, backward, unscale_ (where seed 003 failed)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.0)
+    scaler = torch.amp.GradScaler(device)
+    scaler.scale(loss).backward()
+    if device == "cpu" and any(p.grad is not None and p.grad.dtype == torch.bfloat16 for p in params):
+        raise NotImplementedError(CUDA_BF16_UNSCALE + " (CUDA kernel; reproduced from the gradients' dtype)")
+    scaler.unscale_(opt)
+
+
+def check_twin(ctx: _Ctx) -> list[Finding]:
+    """One forward+backward step of a shrunken random twin under the configured precision path."""
+    if ctx.hf_config is None or (ctx.cfg.lora.enable and ctx.lora is None):
+        return [Finding("twin", "info", "twin step skipped (the model or LoRA config did not resolve)", "")]
+    import torch
+
+    cfg, policy = ctx.cfg, ctx.policy
+    # The GradScaler path runs when loralab would pick it or the user's training_args force fp16;
+    # then the twin's weights take the configured dtype, as they would on the GPU (seed 003).
+    scaler = policy.grad_scaler or bool(cfg.training_args.get("fp16"))
+    dtype = cfg.model.torch_dtype if scaler and cfg.model.torch_dtype in ("bfloat16", "float16") else None
+    dtype = dtype or policy.load_dtype
+    device = "cuda" if policy.device == "cuda" else "cpu"
+    stage = "build"
+    try:
+        tcfg = twin_config(ctx.hf_config, cfg.model.task, cfg.model.num_labels)
+        torch.manual_seed(0)
+        model = _auto_class(cfg.model.task).from_config(tcfg).to(dtype=getattr(torch, dtype), device=device)
+        set_pad_token_id(model, None)
+        if cfg.lora.enable and ctx.lora is not None:
+            stage = "apply LoRA"
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(**twin_lora(ctx.lora, ctx.plan.arch.num_layers)))
+        model.train()
+        stage = "forward"
+        batch = {k: v.to(device) for k, v in _twin_batch(model, ctx, torch).items()}
+        with torch.autocast(
+            device, dtype=torch.bfloat16 if policy.bf16 else torch.float16, enabled=policy.bf16 or policy.fp16
+        ):
+            loss = model(**batch).loss
+        stage = "backward with GradScaler" if scaler else "backward"
+        if scaler:
+            _unscale(model, loss, device, torch)
+        else:
+            loss.backward()
+    except Exception as e:
+        return [_twin_finding(stage, e, tcfg_type=str(ctx.config.get("model_type") if ctx.config else "?"))]
+    return [Finding("twin", "info", f"one training step of a 2-layer {dtype} twin passed ({stage})", "")]
+
+
+def _twin_finding(stage: str, e: BaseException, tcfg_type: str) -> Finding:
+    fix = "see the error; the real run fails the same way at this step"
+    if "BFloat16" in str(e) and "unscale" in str(e):
+        fix = "use bf16: true instead of fp16: true (no GradScaler), or load the weights in float16"
+    return Finding(
+        f"twin.{stage.split()[0].lower()}",
+        "error",
+        f"a 2-layer random {tcfg_type} twin failed at {stage}: {_first_line(e)}",
+        fix,
+    )
