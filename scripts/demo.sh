@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The main job: until `loralab demo` lands (issue 3), plan seed 000's baseline on Qwen3-8B.
+# The main job: `loralab demo` fine-tunes MiniLM-L6 on Banking77 on the CPU and prints its scores.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-scripts/bootstrap.sh
-.venv/bin/loralab plan examples/seed000-qwen3-8b-phase1-attention.yaml
+scripts/bootstrap.sh train
+.venv/bin/loralab demo "$@"

@@ -93,6 +93,49 @@ def modules(
     _run(go)
 
 
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Run directory (default: runs/...).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint.")
+    ] = False,
+    check: Annotated[bool, typer.Option("--check", help="Run the preflight checks only.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (CI logs).")] = False,
+) -> None:
+    """Fine-tune with LoRA: preflight checks, then training, evaluation and the run record."""
+
+    def go() -> None:
+        from loralab.train.run import train
+
+        result = train(config, output=output, resume=resume, quiet=quiet, check_only=check)
+        if result is not None:
+            m = result.metrics
+            shown = {k: m[k] for k in ("accuracy", "weighted_f1", "macro_f1", "loss", "perplexity") if k in m}
+            out.print(f"run: {result.run_dir}  " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+            for n in result.notes:
+                out.print(f"[cyan]note:[/] {n}")
+
+    _run(go)
+
+
+@app.command()
+def demo(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Run directory.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """The whole loop on MiniLM-L6 and Banking77 on CPU: train, evaluate, summary table."""
+
+    def go() -> None:
+        from loralab.demo import run_demo
+
+        run_demo(output, quiet=quiet)
+
+    _run(go)
+
+
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 

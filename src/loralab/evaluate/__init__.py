@@ -1,0 +1,1 @@
+"""Evaluation: metrics computed from predictions (scikit-learn as the reference), buckets, guards."""

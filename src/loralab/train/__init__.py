@@ -1,0 +1,1 @@
+"""Training: precision policy, model loading, LoRA application and preflight checks."""

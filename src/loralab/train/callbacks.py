@@ -1,0 +1,232 @@
+"""Trainer callbacks: the step log file, a rich progress bar, and MLflow tracking that never kills a run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+
+def peak_memory_bytes() -> tuple[int, str]:
+    """Peak memory of this process: CUDA max allocated when training on a GPU, else peak RSS."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return int(torch.cuda.max_memory_allocated()), "cuda_max_allocated"
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(kib) * 1024, "cpu_peak_rss"
+
+
+class StepLogCallback(TrainerCallback):
+    """Appends one JSON object per logging step to train_log.jsonl (loss, lr, grad norm, throughput,
+    memory); evaluation results are appended too, tagged "eval"."""
+
+    def __init__(self, path: Path, trainer: Any):
+        self.path = path
+        self.trainer = trainer
+        self._last = (time.perf_counter(), 0, 0)
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        now = time.perf_counter()
+        t0, s0, k0 = self._last
+        s1, k1 = self.trainer.samples_seen, self.trainer.tokens_seen
+        dt = max(now - t0, 1e-9)
+        mem, mem_kind = peak_memory_bytes()
+        rec: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch, **logs}
+        if "loss" in logs:
+            rec.update(
+                samples_per_s=round((s1 - s0) / dt, 2),
+                tokens_per_s=round((k1 - k0) / dt, 1),
+                memory_bytes=mem,
+                memory_kind=mem_kind,
+                kind="train",
+            )
+            self._last = (now, s1, k1)
+        elif any(k.startswith("eval_") for k in logs):
+            rec["kind"] = "eval"
+        else:
+            rec["kind"] = "summary"
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    return str(o)
+
+
+class RichProgressCallback(TrainerCallback):
+    """A progress bar with loss, samples/s, tokens/s and ETA; `quiet` prints one line per epoch."""
+
+    def __init__(self, trainer: Any, quiet: bool = False, console: Console | None = None):
+        self.trainer = trainer
+        self.quiet = quiet or (not sys.stderr.isatty() and os.environ.get("LORALAB_PROGRESS") != "1")
+        self.console = console or Console(stderr=True)
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.loss: float | None = None
+        self.t0 = time.perf_counter()
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if not state.is_world_process_zero:
+            return
+        self.t0 = time.perf_counter()
+        self.s0, self.k0 = self.trainer.samples_seen, self.trainer.tokens_seen
+        if self.quiet:
+            return
+        self.progress = Progress(
+            TextColumn("[bold]train[/]"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} steps"),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(
+            "train", total=state.max_steps, completed=state.global_step, info=""
+        )
+
+    def _info(self) -> str:
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        sps = (self.trainer.samples_seen - self.s0) / dt
+        tps = (self.trainer.tokens_seen - self.k0) / dt
+        loss = f"loss {self.loss:.4f}  " if self.loss is not None else ""
+        return f"{loss}{sps:.1f} samples/s  {tps:.0f} tok/s"
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step, info=self._info())
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> None:
+        if logs and "loss" in logs:
+            self.loss = float(logs["loss"])
+
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if not state.is_world_process_zero:
+            return
+        metrics = kw.get("metrics") or {}
+        shown = "  ".join(
+            f"{k.removeprefix('eval_')} {v:.4f}"
+            for k, v in metrics.items()
+            if k in ("eval_loss", "eval_accuracy", "eval_weighted_f1", "eval_macro_f1")
+        )
+        line = f"epoch {state.epoch or 0:.2f}  step {state.global_step}  {shown}  ({self._info()})"
+        (self.progress.console if self.progress else self.console).print(line)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class MLflowCallback(TrainerCallback):
+    """Params, metrics and artifacts to MLflow. Any tracking failure is reported once and ignored:
+    a tracking server that is down must never cost a training run."""
+
+    def __init__(self, tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any]):
+        self.uri, self.experiment, self.run_name, self.params = tracking_uri, experiment, run_name, params
+        self.active = False
+        self.failed: str | None = None
+        self.run_id: str | None = None
+
+    def _guard(self, fn: Any) -> None:
+        if self.failed:
+            return
+        try:
+            fn()
+        except Exception as e:
+            self.failed = f"{type(e).__name__}: {e}"
+            Console(stderr=True).print(f"[yellow]warning:[/] MLflow tracking disabled: {self.failed}")
+
+    def start(self) -> None:
+        def go() -> None:
+            import mlflow
+
+            mlflow.set_tracking_uri(self.uri)
+            mlflow.set_experiment(self.experiment)
+            run = mlflow.start_run(run_name=self.run_name)
+            self.run_id = run.info.run_id
+            mlflow.log_params({k: _short(v) for k, v in self.params.items()})
+            self.active = True
+
+        self._guard(go)
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> None:
+        if not self.active or not state.is_world_process_zero or not logs:
+            return
+
+        def go() -> None:
+            import mlflow
+
+            nums = {k: float(v) for k, v in logs.items() if isinstance(v, int | float) and math.isfinite(v)}
+            mlflow.log_metrics(nums, step=state.global_step)
+
+        self._guard(go)
+
+    def finish(self, metrics: dict[str, float], artifacts: list[Path], status: str = "FINISHED") -> None:
+        if not self.active:
+            return
+
+        def go() -> None:
+            import mlflow
+
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if math.isfinite(float(v))})
+            for a in artifacts:
+                if a.is_file():
+                    mlflow.log_artifact(str(a))
+                elif a.is_dir():
+                    mlflow.log_artifacts(str(a), artifact_path=a.name)
+            mlflow.end_run(status=status)
+            self.active = False
+
+        self._guard(go)
+
+
+def _short(v: Any) -> str:
+    s = v if isinstance(v, str) else json.dumps(v, default=str)
+    return s if len(s) <= 500 else s[:497] + "..."

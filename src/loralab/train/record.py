@@ -1,0 +1,100 @@
+"""The run record of seed 000 §5.4, and the environment a run happened in."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loralab.train.session import Session
+
+PACKAGES = (
+    "loralab",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "scikit-learn",
+    "mlflow-skinny",
+)
+
+
+def _best_epoch(session: Session) -> float | None:
+    state = session.trainer.state if session.trainer is not None else None
+    if state is None or state.best_global_step is None:
+        return None
+    for h in state.log_history:
+        if h.get("step") == state.best_global_step and "epoch" in h:
+            return float(h["epoch"])
+    return None
+
+
+def build_record(session: Session, seconds: float) -> dict[str, Any]:
+    """`phase`, `target_modules`, `lora_params`, `training_time_hours`, `peak_memory_gb_per_gpu`,
+    `best_epoch`, `metrics` and `per_class_f1`, with loralab's bucket names (rank ranges)."""
+    from loralab.train.callbacks import peak_memory_bytes
+
+    cfg = session.cfg
+    m = session.metrics
+    mem, kind = peak_memory_bytes()
+    lora = cfg.lora_config_dict()
+    buckets = {b["name"]: b["mean_f1"] for b in m.get("buckets", [])}
+    return {
+        "phase": (cfg.experiment or {}).get("phase"),
+        "model": cfg.model.name_or_path,
+        "target_modules": lora.get("target_modules"),
+        "layers_to_transform": lora.get("layers_to_transform"),
+        "lora_params": session.plan.counts.trainable_params if session.plan is not None else None,
+        "training_time_hours": round(seconds / 3600, 4),
+        "peak_memory_gb_per_gpu": round(mem / 1024**3, 3),
+        "peak_memory_kind": kind,
+        "best_epoch": _best_epoch(session),
+        "metrics": {
+            "weighted_f1": m.get("weighted_f1"),
+            "macro_f1": m.get("macro_f1"),
+            "tail_f1": m.get("tail_f1"),
+            "accuracy": m.get("accuracy"),
+            "val_loss": m.get("loss"),
+            "split": m.get("split"),
+        },
+        "per_class_f1": buckets,
+        "precision": session.policy.reason if session.policy is not None else None,
+        "notes": session.notes,
+    }
+
+
+def _git(*args: str) -> str | None:
+    try:
+        p = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available()
+        else []
+    )
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpus": gpus,
+        "packages": versions,
+        "git": {"commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain"))},
+    }

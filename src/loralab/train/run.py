@@ -1,0 +1,150 @@
+"""`loralab train`: setup / fit / validate, in a run directory whose file names later commands read.
+
+Run directory (fixed names):
+  config.yaml        the experiment as loaded (resolved model path, transformers-5 training_args)
+  status.json        running | completed | failed, with the error when it failed
+  preflight.json     the checks run before training
+  labels.json        label2id / id2label built from the training data
+  class_weights.json when class weights are on
+  data_report.json   rows read, bad rows, unseen labels, truncation
+  checkpoints/       Trainer checkpoints; one counts once its `.complete` marker exists
+  adapter/           the final LoRA adapter (safetensors + adapter_config.json)
+  tokenizer/         the tokenizer the run used
+  train_log.jsonl    one line per logging step and per evaluation
+  metrics.json       final metrics on the test split (else validation)
+  predictions.csv    id, text, gold, pred, prob, topk for that split
+  record.json        the run record of seed 000 §5.4
+  environment.json   package versions, git state, hardware
+A failed run keeps everything written so far; `--resume` continues from the last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loralab.config.models import ExperimentConfig
+from loralab.errors import LoralabError
+
+RUNS_DIR = Path("runs")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    record: dict[str, Any]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def new_run_dir(cfg: ExperimentConfig, output: Path | None) -> Path:
+    if output is not None:
+        return output
+    name = (cfg.experiment or {}).get("name") or cfg.source.stem
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return RUNS_DIR / f"{stamp}-{name}"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def set_status(run_dir: Path, status: str, **extra: Any) -> None:
+    write_json(run_dir / "status.json", {"status": status, "time": datetime.now().isoformat(), **extra})
+
+
+def save_resolved_config(cfg: ExperimentConfig, run_dir: Path) -> None:
+    raw = dict(cfg.raw)
+    raw.pop("lora_defaults", None)
+    raw["model"] = {
+        **(raw.get("model") or {}),
+        "name_or_path": cfg.model.name_or_path,
+        "task": cfg.model.task,
+    }
+    if cfg.model.num_labels is not None:
+        raw["model"]["num_labels"] = cfg.model.num_labels
+    raw["lora"] = {"enable": cfg.lora.enable, "config": cfg.lora_config_dict()}
+    raw["training_args"] = cfg.training_args
+    if cfg.deepspeed is not None:
+        raw["deepspeed"] = cfg.deepspeed
+    text = "# Resolved by loralab from " + str(cfg.source) + "\n" + yaml.safe_dump(raw, allow_unicode=True)
+    (run_dir / "config.yaml").write_text(text, encoding="utf-8")
+
+
+def train(
+    config: Path | ExperimentConfig,
+    *,
+    output: Path | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+    check_only: bool = False,
+) -> RunResult | None:
+    """Preflight, then setup / fit / validate. Returns None for `check_only`."""
+    from loralab.config import load_experiment
+    from loralab.train.preflight import run_preflight
+
+    cfg = config if isinstance(config, ExperimentConfig) else load_experiment(config)
+    quiet_libraries()
+    report = run_preflight(cfg)
+    if check_only or not report.ok:
+        from loralab.train.report import print_preflight
+
+        print_preflight(report)
+        if not report.ok:
+            raise PreflightFailed(report.lines())
+        return None
+    run_dir = new_run_dir(cfg, output)
+    if resume and not run_dir.is_dir():
+        raise LoralabError(f"--resume: run directory {run_dir} does not exist")
+    if not resume and (run_dir / "status.json").exists():
+        raise LoralabError(f"{run_dir} already holds a run; use --resume to continue it, or another --output")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(cfg, run_dir)
+    write_json(run_dir / "preflight.json", [f.__dict__ for f in report.findings])
+    from loralab.train.session import Session
+
+    session = Session(cfg, run_dir, quiet=quiet)
+    set_status(run_dir, "running")
+    t0 = time.perf_counter()
+    try:
+        session.setup()
+        session.fit(resume=resume)
+        metrics = session.validate()
+    except BaseException as e:
+        set_status(run_dir, "failed", error=f"{type(e).__name__}: {e}")
+        session.abort(e)
+        raise
+    record = session.write_record(time.perf_counter() - t0)
+    set_status(run_dir, "completed")
+    return RunResult(run_dir, metrics, record, time.perf_counter() - t0, session.notes)
+
+
+def quiet_libraries() -> None:
+    """Library chatter (load reports, deprecation notices, MLflow's INFO lines) would bury loralab's
+    own progress and findings; their warnings that matter are re-stated by preflight."""
+    import logging
+    import warnings
+
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+
+
+class PreflightFailed(LoralabError):
+    def __init__(self, lines: list[str]):
+        super().__init__("preflight found problems that would fail the run:\n" + "\n".join(lines))
