@@ -104,11 +104,22 @@ def train_cmd(
     ] = False,
     check: Annotated[bool, typer.Option("--check", help="Run the preflight checks only.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (CI logs).")] = False,
+    num_processes: Annotated[
+        int,
+        typer.Option("--num-processes", "-n", help="Data-parallel processes (DDP via accelerate launch)."),
+    ] = 1,
 ) -> None:
     """Fine-tune with LoRA: preflight checks, then training, evaluation and the run record."""
 
     def go() -> None:
-        from loralab.train.run import train
+        from loralab.train.run import launch_distributed, train
+
+        num = 1 if check else num_processes  # the checks run once, in this process
+        if num > 1:
+            code = launch_distributed(config, num_processes=num, output=output, resume=resume, quiet=quiet)
+            if code:
+                raise typer.Exit(code)
+            return
 
         result = train(config, output=output, resume=resume, quiet=quiet, check_only=check)
         if result is not None:

@@ -47,7 +47,10 @@ class StepLogCallback(TrainerCallback):
             return
         now = time.perf_counter()
         t0, s0, k0 = self._last
-        s1, k1 = self.trainer.samples_seen, self.trainer.tokens_seen
+        # Counted on this process; under DDP every rank takes an equal share of the batches.
+        world = max(int(args.world_size), 1)
+        s1, k1 = self.trainer.samples_seen * world, self.trainer.tokens_seen * world
+        s0, k0 = s0 * world, k0 * world
         dt = max(now - t0, 1e-9)
         mem, mem_kind = peak_memory_bytes()
         rec: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch, **logs}
@@ -59,7 +62,7 @@ class StepLogCallback(TrainerCallback):
                 memory_kind=mem_kind,
                 kind="train",
             )
-            self._last = (now, s1, k1)
+            self._last = (now, self.trainer.samples_seen, self.trainer.tokens_seen)
         elif any(k.startswith("eval_") for k in logs):
             rec["kind"] = "eval"
         else:
@@ -113,8 +116,9 @@ class RichProgressCallback(TrainerCallback):
 
     def _info(self) -> str:
         dt = max(time.perf_counter() - self.t0, 1e-9)
-        sps = (self.trainer.samples_seen - self.s0) / dt
-        tps = (self.trainer.tokens_seen - self.k0) / dt
+        world = max(int(getattr(self.trainer.args, "world_size", 1)), 1)  # all ranks, not just this one
+        sps = world * (self.trainer.samples_seen - self.s0) / dt
+        tps = world * (self.trainer.tokens_seen - self.k0) / dt
         loss = f"loss {self.loss:.4f}  " if self.loss is not None else ""
         return f"{loss}{sps:.1f} samples/s  {tps:.0f} tok/s"
 

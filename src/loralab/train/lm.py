@@ -10,6 +10,7 @@ models (seed 003's inference failure).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,30 @@ if TYPE_CHECKING:
 
 MAX_GENERATE = 64  # rows of the evaluation split that get a generated prediction in predictions.csv
 MAX_NEW_TOKENS = 48
+GENERATE_BATCH = 8
+
+
+@dataclass
+class Seq2SeqCollator(PadCollator):
+    """PadCollator plus decoder_input_ids (labels shifted right behind the decoder start token).
+
+    The trainer pops `labels` before the forward pass, and an encoder-decoder given neither labels
+    nor decoder_input_ids builds its decoder inputs from input_ids: it would learn to copy the
+    article instead of writing the title.
+    """
+
+    decoder_start_token_id: int = 0
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        batch = super().__call__(items)
+        labels = batch["labels"]
+        dec = torch.full_like(labels, self.pad_token_id)
+        dec[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == -100, self.pad_token_id)
+        dec[:, 0] = self.decoder_start_token_id
+        batch["decoder_input_ids"] = dec
+        return batch
 
 
 def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
@@ -87,12 +112,25 @@ def setup_lm(session: Session) -> None:
     from loralab.train.precision import choose_precision
 
     cfg = session.cfg
-    seed = int(cfg.training_args.get("seed", 42))
-    torch.manual_seed(seed)
+    torch.manual_seed(int(cfg.training_args.get("seed", 42)))
     session.policy = choose_precision(cfg)
     session.tokenizer = tok = load_tokenizer(cfg)
+    _read_splits(session, tok)
+    session.class_weights = None
+    model = load_model(cfg, session.policy, run_dir=session.run_dir, tokenizer=tok)
+    session.model = apply_lora(model, cfg)
+    _, session.plan = lora_kwargs(cfg)
+    session.collator = _collator(model, tok.pad_token_id)
+    session._build_trainer()
+    session.trainer.evaluate_fn = lambda m: {
+        "loss": lm_loss(m, session.splits["validation"], session.collator)
+    }
+
+
+def _read_splits(session: Session, tok: Any) -> None:
+    """Tokenised train/validation/test splits in session.splits, and data_report.json."""
+    cfg, d = session.cfg, session.cfg.data
     prompt_field, response_field = _fields(session)
-    d = cfg.data
     template = None if prompt_field else d.text_template
 
     def read(path: str | None) -> Any:
@@ -108,35 +146,39 @@ def setup_lm(session: Session) -> None:
     train = read(d.train_file)
     if train is None:
         raise ConfigError([Problem(str(cfg.source), "data.train_file", "no training data", "set it")])
-    rows = train.rows
-    val = read(d.validation_file)
-    val_rows = val.rows if val is not None else None
+    rows, val = train.rows, read(d.validation_file)
+    val_rows, val_file = (val.rows, val.file) if val is not None else (None, train.file)
     if val_rows is None:
         n_val = max(1, len(rows) // 10)
         rows, val_rows = rows[n_val:], rows[:n_val]
         session.notes.append(f"validation: the first {n_val} training rows")
     test = read(d.test_file)
     max_len = int(d.max_length or 256)
-    for name, split in (("train", rows), ("validation", val_rows), ("test", test.rows if test else None)):
-        if split:
-            ex = lm_examples(
-                tok, cfg.model.task, [r.text or "" for r in split], [r.label or "" for r in split], max_len
-            )
-            ex.row_ids = [f"{r.line}" for r in split]
-            session.splits[name] = ex
-    write_json(
-        session.run_dir / "data_report.json",
-        {k: {"rows": len(v), "truncated": v.truncated} for k, v in session.splits.items()},
-    )
-    session.class_weights = None
-    model = load_model(cfg, session.policy, run_dir=session.run_dir, tokenizer=tok)
-    session.model = apply_lora(model, cfg)
-    _, session.plan = lora_kwargs(cfg)
-    session.collator = PadCollator(tok.pad_token_id, padding_side="right")
-    session._build_trainer()
-    session.trainer.evaluate_fn = lambda m: {
-        "loss": lm_loss(m, session.splits["validation"], session.collator)
-    }
+    report: dict[str, Any] = {}
+    for name, split, file in (
+        ("train", rows, train.file),
+        ("validation", val_rows, val_file),
+        ("test", test.rows if test else None, test.file if test else ""),
+    ):
+        if not split:
+            continue
+        texts, targets = [r.text or "" for r in split], [r.label or "" for r in split]
+        ex = lm_examples(tok, cfg.model.task, texts, targets, max_len)
+        ex.row_ids = [f"{Path(file).name}:{r.line}" for r in split]
+        session.splits[name] = ex
+        report[name] = {"rows": len(ex), "truncated": ex.truncated}
+    write_json(session.run_dir / "data_report.json", report)
+
+
+def _collator(model: Any, pad_token_id: int) -> PadCollator:
+    # Training pads on the right: with an attention mask the loss is the same either way, and the
+    # prompt/response split in `labels` stays at the start of each row.
+    if getattr(model.config, "is_encoder_decoder", False):
+        start = model.config.decoder_start_token_id
+        if start is None:
+            start = pad_token_id
+        return Seq2SeqCollator(pad_token_id, padding_side="right", decoder_start_token_id=int(start))
+    return PadCollator(pad_token_id, padding_side="right")
 
 
 def lm_loss(model: Any, ex: Examples, collator: PadCollator, batch_size: int = 16) -> float:
@@ -157,8 +199,6 @@ def lm_loss(model: Any, ex: Examples, collator: PadCollator, batch_size: int = 1
             ]
             batch = {k: v.to(device) for k, v in collator(items).items()}
             labels = batch.pop("labels")
-            if enc_dec:
-                batch["labels"] = labels
             logits = model(**batch).logits.float()
             shift = 0 if enc_dec else 1
             lg, lb = logits[:, : logits.size(1) - shift], labels[:, shift:]
@@ -192,41 +232,55 @@ def validate_lm(session: Session) -> dict[str, Any]:
 def _write_generations(session: Session, ex: Examples, path: Path) -> None:
     import csv
 
-    import torch
-
     tok = session.tokenizer
-    model = session.model
-    model.eval()
-    enc_dec = getattr(model.config, "is_encoder_decoder", False)
     n = min(len(ex), MAX_GENERATE)
-    rows = []
-    with torch.no_grad():
-        for i in range(n):
-            prompt = (
-                ex.input_ids[i]
-                if enc_dec
-                else [t for t, lab in zip(ex.input_ids[i], ex.labels[i], strict=True) if lab == -100]
-            )
-            inp = torch.tensor([prompt])
-            # Only input_ids and attention_mask: a decoder-only forward rejects token_type_ids.
-            out = model.generate(
-                input_ids=inp,
-                attention_mask=torch.ones_like(inp),
-                max_new_tokens=MAX_NEW_TOKENS,
-                do_sample=False,
-                pad_token_id=tok.pad_token_id,
-            )
-            gen = out[0] if enc_dec else out[0][len(prompt) :]
-            gold = [t for t in ex.labels[i] if t != -100]
-            rows.append(
-                [
-                    ex.row_ids[i] if ex.row_ids else i,
-                    ex.texts[i],
-                    tok.decode(gold, skip_special_tokens=True),
-                    tok.decode(gen, skip_special_tokens=True),
-                ]
-            )
+    preds = generate(session.model, tok, ex, n)
     with path.open("w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "text", "gold", "pred"])
-        w.writerows(rows)
+        for i in range(n):
+            gold = [t for t in ex.labels[i] if t != -100]
+            row_id = ex.row_ids[i] if ex.row_ids else i
+            w.writerow([row_id, ex.texts[i], tok.decode(gold, skip_special_tokens=True), preds[i]])
+
+
+def prompt_of(ex: Examples, i: int, enc_dec: bool) -> list[int]:
+    """The model input of row i: the encoder input (seq2seq) or the tokens before the response."""
+    if enc_dec:
+        return list(ex.input_ids[i])
+    return [t for t, lab in zip(ex.input_ids[i], ex.labels[i], strict=True) if lab == -100]
+
+
+def generate(model: Any, tok: Any, ex: Examples, n: int, batch_size: int = GENERATE_BATCH) -> list[str]:
+    """Greedy continuations of the first n rows, decoded.
+
+    Batches are padded on the left: a decoder-only model continues from the last position, and
+    right padding would put pad tokens between the prompt and the continuation (seed 003). Only
+    input_ids and attention_mask are passed: a decoder-only forward rejects token_type_ids.
+    """
+    import torch
+
+    was = model.training
+    model.eval()
+    device = next(p.device for p in model.parameters())
+    enc_dec = getattr(model.config, "is_encoder_decoder", False)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    left = PadCollator(pad, padding_side="left")
+    out: list[str] = []
+    with torch.no_grad():
+        for s in range(0, n, batch_size):
+            prompts = [prompt_of(ex, i, enc_dec) for i in range(s, min(s + batch_size, n))]
+            batch = left([{"input_ids": p, "labels": 0} for p in prompts])
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+            gen = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=MAX_NEW_TOKENS,
+                do_sample=False,
+                pad_token_id=pad,
+            )
+            new = gen if enc_dec else gen[:, ids.size(1) :]
+            out.extend(tok.decode(row, skip_special_tokens=True) for row in new)
+    if was:
+        model.train()
+    return out

@@ -64,13 +64,10 @@ def load_tokenizer(cfg: ExperimentConfig) -> Any:
     from transformers import AutoConfig, AutoTokenizer
 
     m = cfg.model
+    name = model_path(m.name_or_path)
     try:
-        tok = AutoTokenizer.from_pretrained(
-            m.name_or_path, trust_remote_code=m.trust_remote_code, revision=m.revision
-        )
-        config = AutoConfig.from_pretrained(
-            m.name_or_path, trust_remote_code=m.trust_remote_code, revision=m.revision
-        )
+        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=m.trust_remote_code, revision=m.revision)
+        config = AutoConfig.from_pretrained(name, trust_remote_code=m.trust_remote_code, revision=m.revision)
     except OSError as e:
         raise _not_downloadable(m.name_or_path, "tokenizer", e) from e
     if tok.pad_token is None and tok.eos_token is not None:
@@ -78,6 +75,14 @@ def load_tokenizer(cfg: ExperimentConfig) -> Any:
     if is_decoder_only(config) and m.task == "causal-lm":
         tok.padding_side = "left"
     return tok
+
+
+def model_path(name: str) -> str:
+    """`name`, or the local folder of a packaged-model alias (loralab.models)."""
+    from loralab.models import resolve_local_alias
+
+    alias = resolve_local_alias(name)
+    return str(alias) if alias is not None else name
 
 
 def _not_downloadable(name: str, what: str, e: BaseException) -> LoralabError:
@@ -163,7 +168,7 @@ def load_model(
     if "offload_folder" in kwargs:
         Path(kwargs["offload_folder"]).mkdir(parents=True, exist_ok=True)
     try:
-        model = _auto_class(cfg.model.task).from_pretrained(cfg.model.name_or_path, **kwargs)
+        model = _auto_class(cfg.model.task).from_pretrained(model_path(cfg.model.name_or_path), **kwargs)
     except OSError as e:
         raise _not_downloadable(cfg.model.name_or_path, "weights", e) from e
     set_pad_token_id(model, tokenizer)

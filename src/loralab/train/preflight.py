@@ -26,6 +26,7 @@ from loralab.train.loading import (
     is_decoder_only,
     lora_kwargs,
     model_input_names,
+    model_path,
     set_pad_token_id,
 )
 from loralab.train.precision import PrecisionPolicy, choose_precision, conflicts
@@ -34,6 +35,10 @@ TWIN_HIDDEN, TWIN_LAYERS, TWIN_HEADS, TWIN_VOCAB = 64, 2, 4, 512
 # What CUDA's GradScaler raises on bf16 gradients (seed 003). torch's CPU kernel accepts bf16, so on a
 # CPU the twin reproduces the CUDA failure from the gradients' dtype.
 CUDA_BF16_UNSCALE = "\"_amp_foreach_non_finite_check_and_unscale_cuda\" not implemented for 'BFloat16'"
+UNREACHABLE = (
+    "the model's weights and tokenizer are not reachable from here (hub offline, only loralab's bundled "
+    "config); these checks run when the model is reachable"
+)
 _BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0}
 
 
@@ -60,6 +65,7 @@ class _Ctx:
     lora: dict[str, Any] | None = None  # LoraConfig kwargs, layers resolved
     plan: Any = None
     tokenizer: Any = None
+    source: str | None = None  # where config.json came from: local / hub / bundled (config only)
 
 
 def run_preflight(
@@ -107,7 +113,8 @@ def check_model_config(ctx: _Ctx) -> list[Finding]:
 
     m = ctx.cfg.model
     try:
-        ctx.config = resolve_model(m.name_or_path, revision=m.revision).config
+        resolved = resolve_model(m.name_or_path, revision=m.revision)
+        ctx.config, ctx.source = resolved.config, resolved.source
     except LoralabError as e:
         return [
             Finding("model.resolve", "error", e.message(), "give a hub id, a bundled model or a local folder")
@@ -157,9 +164,11 @@ def check_tokenizer(ctx: _Ctx) -> list[Finding]:
     m = ctx.cfg.model
     if ctx.hf_config is None:
         return []
+    if ctx.source == "bundled":  # only loralab's config copy is here; asking the hub retries for ~30 s
+        return [Finding("tokenizer.load", "info", f"{UNREACHABLE}: tokenizer checks skipped", "")]
     try:
         ctx.tokenizer = AutoTokenizer.from_pretrained(
-            m.name_or_path, trust_remote_code=m.trust_remote_code, revision=m.revision
+            model_path(m.name_or_path), trust_remote_code=m.trust_remote_code, revision=m.revision
         )
     except Exception as e:  # offline hub id, bundled config without tokenizer files
         return [
@@ -326,11 +335,14 @@ def check_memory(ctx: _Ctx) -> list[Finding]:
     have = available_memory(ctx.policy.device)
     if need <= have:
         return []
+    # Weights that cannot be loaded here will be trained on another machine, whose memory counts.
+    elsewhere = ctx.source == "bundled"
     return [
         Finding(
             "memory.weights",
-            "error",
-            f"the base weights need {need / 2**30:.1f} GiB in {ctx.policy.load_dtype} but "
+            "warning" if elsewhere else "error",
+            (f"{UNREACHABLE}, so the run happens elsewhere; here " if elsewhere else "")
+            + f"the base weights need {need / 2**30:.1f} GiB in {ctx.policy.load_dtype} but "
             f"{ctx.policy.device} has {have / 2**30:.1f} GiB",
             "use a smaller model, QLoRA (model.quantization: {load_in_4bit: true}) on a GPU, "
             "or a bigger device",

@@ -45,6 +45,15 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
+def rank() -> int:
+    """This process's rank under torchrun/accelerate launch (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
 def new_run_dir(cfg: ExperimentConfig, output: Path | None) -> Path:
     if output is not None:
         return output
@@ -54,6 +63,8 @@ def new_run_dir(cfg: ExperimentConfig, output: Path | None) -> Path:
 
 
 def write_json(path: Path, obj: Any) -> None:
+    if not is_main_process():
+        return  # one writer per run directory: rank 0
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
@@ -64,6 +75,8 @@ def set_status(run_dir: Path, status: str, **extra: Any) -> None:
 
 
 def save_resolved_config(cfg: ExperimentConfig, run_dir: Path) -> None:
+    if not is_main_process():
+        return
     raw = dict(cfg.raw)
     raw.pop("lora_defaults", None)
     raw["model"] = {
@@ -95,7 +108,9 @@ def train(
 
     cfg = config if isinstance(config, ExperimentConfig) else load_experiment(config)
     quiet_libraries()
-    report = run_preflight(cfg)
+    # Preflight once per run: under DDP the other ranks trust rank 0's verdict (it runs first,
+    # before any process group exists, and a failure stops the launcher).
+    report = run_preflight(cfg) if is_main_process() else _skipped_preflight()
     if check_only or not report.ok:
         from loralab.train.report import print_preflight
 
@@ -106,7 +121,7 @@ def train(
     run_dir = new_run_dir(cfg, output)
     if resume and not run_dir.is_dir():
         raise LoralabError(f"--resume: run directory {run_dir} does not exist")
-    if not resume and (run_dir / "status.json").exists():
+    if not resume and is_main_process() and (run_dir / "status.json").exists():
         raise LoralabError(f"{run_dir} already holds a run; use --resume to continue it, or another --output")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_resolved_config(cfg, run_dir)
@@ -119,6 +134,8 @@ def train(
     try:
         session.setup()
         session.fit(resume=resume)
+        if not is_main_process():
+            return None  # rank 0 evaluates and writes the results
         metrics = session.validate()
     except BaseException as e:
         set_status(run_dir, "failed", error=f"{type(e).__name__}: {e}")
@@ -143,6 +160,43 @@ def quiet_libraries() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+
+
+def _skipped_preflight() -> Any:
+    from loralab.train.preflight import PreflightReport
+
+    return PreflightReport(findings=[])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def launch_distributed(
+    config: Path, *, num_processes: int, output: Path | None, resume: bool, quiet: bool
+) -> int:
+    """Run `loralab train` in `num_processes` processes (DDP: gloo on CPU, NCCL on GPUs) with torchrun.
+
+    torchrun, not `accelerate launch`: accelerate's launcher runs a single process for `--cpu`, and
+    the HF Trainer sets up DDP (and DeepSpeed, from the experiment's deepspeed config) from torchrun's
+    environment itself. The run directory is fixed here so that every rank uses the same one.
+    """
+    import subprocess
+    import sys
+
+    from loralab.config import load_experiment
+
+    cfg = load_experiment(config)
+    run_dir = new_run_dir(cfg, output)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes)]
+    cmd += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+    cmd += ["-m", "loralab", "train", str(config), "--output", str(run_dir)]
+    cmd += ["--resume"] * resume + ["--quiet"] * quiet
+    return subprocess.call(cmd)
 
 
 class PreflightFailed(LoralabError):

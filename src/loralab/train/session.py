@@ -22,7 +22,7 @@ from loralab.data import (
 )
 from loralab.errors import ConfigError, LoralabError, Problem
 from loralab.train.batching import ExampleDataset, Examples, PadCollator
-from loralab.train.run import write_json
+from loralab.train.run import is_main_process, write_json
 
 DEFAULT_VALIDATION_SIZE = 0.1
 
@@ -122,11 +122,12 @@ class Session:
                 ]
             )
         self.cfg.model.num_labels = len(lm)
-        lm.save(self.run_dir / "labels.json")
+        if is_main_process():
+            lm.save(self.run_dir / "labels.json")
         ids = lm.label2id
         self.train_counts = dict(Counter(ids[r.label] for r in rows))
         weights = class_weights_for(d.class_weights, [r.label for r in rows], lm)
-        if weights is not None:
+        if weights is not None and is_main_process():
             assert d.class_weights is not None
             save_class_weights(weights, lm, self.run_dir / "class_weights.json", d.class_weights.alpha)
         self.class_weights = weights
@@ -226,7 +227,7 @@ class Session:
     def _start_tracking(self) -> None:
         from loralab.train.tracking import mlflow_callback
 
-        self.mlflow = mlflow_callback(self)
+        self.mlflow = mlflow_callback(self) if is_main_process() else None
         if self.mlflow is not None:
             self.trainer.add_callback(self.mlflow)
 
@@ -243,6 +244,8 @@ class Session:
             self.console.print(f"resuming from {ckpt}")
         out = self.trainer.train(resume_from_checkpoint=ckpt)
         self.train_output = out
+        if not is_main_process():
+            return
         self.model.save_pretrained(self.run_dir / "adapter", safe_serialization=True)
         self.tokenizer.save_pretrained(self.run_dir / "tokenizer")
 
