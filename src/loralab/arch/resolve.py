@@ -53,7 +53,10 @@ def resolve_model(
     name = name_or_path.strip()
     if not name:
         raise ModelResolutionError("model.name_or_path is empty")
-    local = _resolve_local(name)
+    from loralab.models import resolve_local_alias  # torch-free unless an alias needs converting
+
+    alias = resolve_local_alias(name)
+    local = _resolve_local(str(alias) if alias is not None else name)
     if local is not None:
         return local
     tried: list[str] = []
