@@ -156,6 +156,17 @@ class Session:
             }
             if enc.unseen:
                 self.notes.append(f"{name}: {enc.unseen_summary()}")
+        if "test" not in self.splits and "validation" not in self.splits:
+            raise ConfigError(
+                [
+                    Problem(
+                        str(self.cfg.source),
+                        "data.test_file",
+                        "nothing to evaluate the run on: no test_file and no evaluation during training",
+                        "set data.test_file (or data.validation_file, or training_args.eval_strategy: epoch)",
+                    )
+                ]
+            )
         write_json(self.run_dir / "data_report.json", report)
 
     def _training_args(self) -> Any:
