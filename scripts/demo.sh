@@ -3,5 +3,5 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-scripts/bootstrap.sh train
+scripts/bootstrap.sh train,evaluate
 .venv/bin/loralab demo "$@"

@@ -147,6 +147,62 @@ def demo(
     _run(go)
 
 
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path | None, typer.Argument(help="Run directory written by `loralab train`.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Score this file instead of a split.")] = None,
+    split: Annotated[str, typer.Option("--split", help="test | validation | train")] = "test",
+    predictions: Annotated[
+        Path | None, typer.Option("--predictions", help="Score predictions made elsewhere (CSV or JSONL).")
+    ] = None,
+    task: Annotated[str, typer.Option("--task", help="classification | generation (with --predictions)")] = (
+        "classification"
+    ),
+    rouge_tokenizer: Annotated[
+        str, typer.Option("--rouge-tokenizer", help="auto | whitespace | char | morpheme")
+    ] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics object.")] = False,
+) -> None:
+    """Per-class, frequency-bucketed metrics with confidence intervals; Korean-aware ROUGE."""
+
+    def go() -> None:
+        from loralab.evaluate.render import print_metrics
+        from loralab.evaluate.run_eval import evaluate_run, score_predictions
+
+        if predictions is not None:
+            metrics = score_predictions(predictions, task=task, rouge_tokenizer=rouge_tokenizer)
+            where = None
+        elif run_dir is not None:
+            metrics, where = evaluate_run(run_dir, data=data, split=split)
+        else:
+            raise typer.BadParameter("give a RUN_DIR or --predictions FILE")
+        if as_json:
+            print_json(metrics)
+        else:
+            print_metrics(metrics, out, where)
+
+    _run(go)
+
+
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="One run directory, or several to compare.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for report.md, report.html, images.")
+    ] = None,
+) -> None:
+    """A Markdown and a self-contained HTML report of one run or a comparison of several."""
+
+    def go() -> None:
+        from loralab.report import build_report
+
+        target = out_dir or (run_dirs[0] / "report")
+        paths = build_report(list(run_dirs), target)
+        out.print(f"report: {paths.markdown}\n        {paths.html}")
+
+    _run(go)
+
+
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 

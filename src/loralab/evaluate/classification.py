@@ -12,7 +12,10 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 DEFAULT_CUTS = (20, 100)
+DEFAULT_RESAMPLES = 1000
 
 
 def bucket_ranges(n_classes: int, cuts: Sequence[int] = DEFAULT_CUTS) -> list[tuple[int, int]]:
@@ -83,3 +86,126 @@ def classification_metrics(
         "buckets": buckets,
         "never_predicted": [id2label[c] for c in labels if predicted.get(c, 0) == 0 and s[c] > 0],
     }
+
+
+def _f1_per_class(gold: np.ndarray, pred: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class F1 and support from label-id arrays (rows = resamples), vectorised with bincount."""
+    rows = gold.shape[0]
+    offs = (np.arange(rows) * n)[:, None]
+    tp = np.bincount((offs + gold)[gold == pred], minlength=rows * n).reshape(rows, n)
+    support = np.bincount((offs + gold).ravel(), minlength=rows * n).reshape(rows, n)
+    predicted = np.bincount((offs + pred).ravel(), minlength=rows * n).reshape(rows, n)
+    denom = support + predicted
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp, dtype=float), where=denom > 0)
+    return f1, support
+
+
+def bootstrap_cis(
+    gold: Sequence[int],
+    pred: Sequence[int],
+    n_classes: int,
+    bucket_ids: list[list[int]],
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    batch: int = 200,
+) -> dict[str, Any]:
+    """95% percentile-bootstrap intervals (Efron & Tibshirani 1993) for accuracy, weighted F1, macro F1
+    and each bucket's mean F1: resample the evaluated rows with replacement, recompute, take the 2.5th
+    and 97.5th percentiles. Macro F1 here averages over classes present in the original evaluation set,
+    as scikit-learn's does with `labels=` all classes (absent ones count 0)."""
+    g = np.asarray(gold, dtype=np.int64)
+    p = np.asarray(pred, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    acc, wf1, mf1 = [], [], []
+    buckets: list[list[float]] = [[] for _ in bucket_ids]
+    for start in range(0, n_resamples, batch):
+        k = min(batch, n_resamples - start)
+        idx = rng.integers(0, len(g), size=(k, len(g)))
+        gs, ps = g[idx], p[idx]
+        f1, support = _f1_per_class(gs, ps, n_classes)
+        acc.extend((gs == ps).mean(axis=1).tolist())
+        wf1.extend(((f1 * support).sum(axis=1) / support.sum(axis=1)).tolist())
+        mf1.extend(f1.mean(axis=1).tolist())
+        for b, ids in enumerate(bucket_ids):
+            if ids:
+                buckets[b].extend(f1[:, ids].mean(axis=1).tolist())
+
+    def interval(v: list[float]) -> dict[str, Any]:
+        lo, hi = np.percentile(v, [2.5, 97.5]) if v else (float("nan"), float("nan"))
+        return {"low": float(lo), "high": float(hi), "n_resamples": n_resamples, "seed": seed}
+
+    out: dict[str, Any] = {"accuracy": interval(acc), "weighted_f1": interval(wf1), "macro_f1": interval(mf1)}
+    out["buckets"] = [interval(v) for v in buckets]
+    return out
+
+
+def expected_calibration_error(correct: Sequence[bool], confidence: Sequence[float], bins: int = 15) -> float:
+    """ECE (Guo et al. 2017): |accuracy - confidence| per equal-width confidence bin, weighted by
+    the bin's share of rows."""
+    c = np.asarray(confidence, dtype=float)
+    ok = np.asarray(correct, dtype=float)
+    if len(c) == 0:
+        return float("nan")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(c, edges[1:-1], right=True), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            ece += m.mean() * abs(ok[m].mean() - c[m].mean())
+    return float(ece)
+
+
+def confusion_pairs(
+    gold: Sequence[int],
+    pred: Sequence[int],
+    id2label: dict[int, str],
+    texts: Sequence[str] | None = None,
+    *,
+    top: int = 20,
+    examples: int = 3,
+) -> list[dict[str, Any]]:
+    """The most frequent (gold, predicted) mistakes, each with a few example inputs."""
+    counts = Counter((g, p) for g, p in zip(gold, pred, strict=True) if g != p)
+    out = []
+    for (g, p), n in counts.most_common(top):
+        ex = [texts[i] for i in range(len(gold)) if gold[i] == g and pred[i] == p][:examples] if texts else []
+        out.append({"gold": id2label[g], "pred": id2label[p], "count": n, "examples": ex})
+    return out
+
+
+def evaluate_classification(
+    gold: Sequence[int],
+    pred: Sequence[int],
+    confidence: Sequence[float] | None,
+    id2label: dict[int, str],
+    train_counts: dict[int, int],
+    *,
+    texts: Sequence[str] | None = None,
+    cuts: Sequence[int] = DEFAULT_CUTS,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Everything `loralab evaluate` reports for classification, from aligned gold/pred ids."""
+    from loralab.evaluate.guards import check_metrics
+
+    m = classification_metrics(gold, pred, id2label, train_counts, cuts)
+    n = len(id2label)
+    ranks = frequency_ranks(train_counts, n)
+    bucket_ids = [ranks[lo - 1 : hi] for lo, hi in bucket_ranges(n, cuts)]
+    m["ci"] = bootstrap_cis(gold, pred, n, bucket_ids, n_resamples=n_resamples, seed=seed)
+    for b, ci in zip(m["buckets"], m["ci"]["buckets"], strict=True):
+        b["ci"] = ci
+    m["confusion_pairs"] = confusion_pairs(gold, pred, id2label, texts)
+    if confidence is not None:
+        m["ece"] = expected_calibration_error([g == p for g, p in zip(gold, pred, strict=True)], confidence)
+    supports = [c["support"] for c in m["per_class"].values()]
+    m["warnings"] = check_metrics(
+        {k: m[k] for k in ("accuracy", "weighted_f1", "macro_f1", "micro_f1")},
+        task="classification",
+        predictions=[id2label[p] for p in pred],
+        references=[id2label[g] for g in gold],
+        supports=supports,
+    )
+    return m

@@ -182,8 +182,13 @@ class MLflowCallback(TrainerCallback):
 
     def start(self) -> None:
         def go() -> None:
+            import logging
+
             import mlflow
 
+            # mlflow sets up its own INFO logging on import; its table-creation chatter is noise here.
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
+            logging.getLogger("alembic").setLevel(logging.WARNING)
             mlflow.set_tracking_uri(self.uri)
             mlflow.set_experiment(self.experiment)
             run = mlflow.start_run(run_name=self.run_name)

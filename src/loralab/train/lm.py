@@ -214,34 +214,27 @@ def lm_loss(model: Any, ex: Examples, collator: PadCollator, batch_size: int = 1
 
 
 def validate_lm(session: Session) -> dict[str, Any]:
+    """Loss and perplexity on every row of the split; generations (and ROUGE/BLEU/chrF on them) for
+    the first MAX_GENERATE rows, through the same code as `loralab evaluate`."""
+    import csv
+
+    from loralab.evaluate.run_eval_lm import generation_scores
+
     split = "test" if "test" in session.splits else "validation"
     ex = session.splits[split]
     loss = lm_loss(session.model, ex, session.collator)
-    metrics: dict[str, Any] = {
-        "split": split,
-        "loss": loss,
-        "perplexity": math.exp(min(loss, 50.0)),
-        "n": len(ex),
-    }
-    _write_generations(session, ex, session.run_dir / "predictions.csv")
-    write_json(session.run_dir / "metrics.json", metrics)
-    session.metrics = metrics
-    return metrics
-
-
-def _write_generations(session: Session, ex: Examples, path: Path) -> None:
-    import csv
-
-    tok = session.tokenizer
     n = min(len(ex), MAX_GENERATE)
-    preds = generate(session.model, tok, ex, n)
-    with path.open("w", encoding="utf-8", newline="") as f:
+    preds, refs, gen = generation_scores(session.model, session.tokenizer, ex, n)
+    metrics: dict[str, Any] = {"split": split, "loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+    metrics |= {"n": len(ex), "generated": n, **gen}
+    with (session.run_dir / "predictions.csv").open("w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "text", "gold", "pred"])
         for i in range(n):
-            gold = [t for t in ex.labels[i] if t != -100]
-            row_id = ex.row_ids[i] if ex.row_ids else i
-            w.writerow([row_id, ex.texts[i], tok.decode(gold, skip_special_tokens=True), preds[i]])
+            w.writerow([ex.row_ids[i] if ex.row_ids else i, ex.texts[i], refs[i], preds[i]])
+    write_json(session.run_dir / "metrics.json", metrics)
+    session.metrics = metrics
+    return metrics
 
 
 def prompt_of(ex: Examples, i: int, enc_dec: bool) -> list[int]:

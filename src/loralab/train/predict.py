@@ -7,6 +7,7 @@ at its input's original index, so `predictions[i]` always belongs to `examples[i
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,12 @@ class ClassPredictions:
 
 @torch.no_grad()
 def predict_classes(
-    model: Any, ex: Examples, collator: PadCollator, batch_size: int = 64, k: int = 3
+    model: Any,
+    ex: Examples,
+    collator: PadCollator,
+    batch_size: int = 64,
+    k: int = 3,
+    progress: Callable[[int], None] | None = None,
 ) -> ClassPredictions:
     was_training = model.training
     model.eval()
@@ -58,6 +64,8 @@ def predict_classes(
             pred[i] = int(top_i[row, 0])
             prob[i] = float(top_p[row, 0])
             topk[i] = [(int(c), float(p)) for c, p in zip(top_i[row], top_p[row], strict=True)]
+        if progress is not None:
+            progress(len(idx))
     if was_training:
         model.train()
     return ClassPredictions(pred=pred, prob=prob, topk=topk, loss=total_loss / max(n, 1))

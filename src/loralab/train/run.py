@@ -88,6 +88,13 @@ def save_resolved_config(cfg: ExperimentConfig, run_dir: Path) -> None:
         raw["model"]["num_labels"] = cfg.model.num_labels
     raw["lora"] = {"enable": cfg.lora.enable, "config": cfg.lora_config_dict()}
     raw["training_args"] = cfg.training_args
+    # Data paths absolute: `loralab evaluate RUN_DIR` reads this file from the run directory.
+    data = dict(raw.get("data") or {})
+    for key in ("train_file", "validation_file", "test_file"):
+        if data.get(key):
+            data[key] = str(Path(cfg.resolve_path(data[key])).resolve())
+    if data:
+        raw["data"] = data
     if cfg.deepspeed is not None:
         raw["deepspeed"] = cfg.deepspeed
     text = "# Resolved by loralab from " + str(cfg.source) + "\n" + yaml.safe_dump(raw, allow_unicode=True)

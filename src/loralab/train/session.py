@@ -126,6 +126,10 @@ class Session:
             lm.save(self.run_dir / "labels.json")
         ids = lm.label2id
         self.train_counts = dict(Counter(ids[r.label] for r in rows))
+        # Frequency buckets at evaluation time rank classes by these counts.
+        write_json(
+            self.run_dir / "train_counts.json", {lab: self.train_counts.get(i, 0) for lab, i in ids.items()}
+        )
         weights = class_weights_for(d.class_weights, [r.label for r in rows], lm)
         if weights is not None and is_main_process():
             assert d.class_weights is not None
@@ -266,15 +270,19 @@ class Session:
             from loralab.train.lm import validate_lm
 
             return validate_lm(self)
-        from loralab.evaluate.classification import classification_metrics
+        from loralab.evaluate.classification import evaluate_classification
         from loralab.train.predict import predict_classes, write_predictions_csv
 
         split = "test" if "test" in self.splits else "validation"
         ex = self.splits[split]
         p = predict_classes(self.model, ex, self.collator, batch_size=self._eval_batch())
         assert self.label_map is not None
-        metrics = classification_metrics(ex.labels, p.pred, self.label_map.id2label, self.train_counts)
+        metrics = evaluate_classification(
+            ex.labels, p.pred, p.prob, self.label_map.id2label, self.train_counts, texts=ex.texts
+        )
         metrics.update(split=split, loss=p.loss)
+        for w in metrics["warnings"]:
+            self.console.print(f"[bold red]warning:[/] {w}")
         write_predictions_csv(self.run_dir / "predictions.csv", ex, p, self.label_map.id2label)
         write_json(self.run_dir / "metrics.json", metrics)
         self.metrics = metrics
