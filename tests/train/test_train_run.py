@@ -156,3 +156,19 @@ def test_nan_loss_stops_the_run_with_step_and_cause(
     status = json.loads((out / "status.json").read_text())
     assert status["status"] == "failed" and "NonFiniteLoss" in status["error"]
     assert (out / "train_log.jsonl").read_text()  # what was logged before the failure is kept
+
+
+def test_without_evaluation_every_training_row_trains(setup: dict[str, Path], tmp_path: Path) -> None:
+    cfg = experiment_yaml(tmp_path, setup["model"], setup["train"], setup["test"], epochs=1)
+    cfg.write_text(cfg.read_text().replace("eval_strategy: epoch", "eval_strategy: 'no'"))
+    result = train(cfg, output=tmp_path / "run", quiet=True)
+    assert result is not None
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    assert report["train"]["rows"] == 150  # make_data's 150 rows, none held out
+    assert "validation" not in report
+    # with evaluation on, a stratified 10% is held out for it
+    (tmp_path / "b").mkdir()
+    cfg2 = experiment_yaml(tmp_path / "b", setup["model"], setup["train"], setup["test"], epochs=1)
+    train(cfg2, output=tmp_path / "run-b", quiet=True)
+    report_b = json.loads((tmp_path / "run-b" / "data_report.json").read_text())
+    assert (report_b["train"]["rows"], report_b["validation"]["rows"]) == (135, 15)

@@ -101,13 +101,14 @@ class Session:
             rows = extract(rows, [r.label for r in rows], d.extract_ratio, d.seed or seed)
         val = self._read("validation_file")
         test = self._read("test_file")
-        if val is None:
+        evaluates = str(self.cfg.training_args.get("eval_strategy", "no")) != "no"
+        val_rows = val.rows if val is not None else None
+        if val is None and evaluates:
             rows, val_rows = stratified_split(rows, [r.label for r in rows], DEFAULT_VALIDATION_SIZE, seed)
             self.notes.append(
                 f"validation: {len(val_rows)} rows split from training (stratified, seed {seed})"
             )
-        else:
-            val_rows = val.rows
+        # Without evaluation during training and without a validation file, every row trains.
         self.label_map = lm = build_label_map(r.label for r in rows)
         n_labels = self.cfg.model.num_labels
         if n_labels is not None and n_labels != len(lm):
