@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 import sacrebleu
-import yaml
 from rouge_score.rouge_scorer import RougeScorer
 
 from loralab.errors import LoralabError
@@ -19,13 +19,11 @@ PRED = "오늘 날씨 좋다"
 
 
 def korean_pairs(n: int = 12) -> tuple[list[str], list[str]]:
-    """Real Korean sentences: (question, answer) pairs of chatterbot-corpus's Korean food dialogues."""
-    import chatterbot_corpus
-
-    path = Path(chatterbot_corpus.__file__).parent / "data" / "korean" / "food.yml"
-    convs = yaml.safe_load(path.read_text(encoding="utf-8"))["conversations"]
-    pairs = [c for c in convs if len(c) >= 2][:n]
-    return [c[1] for c in pairs], [c[0] for c in pairs]
+    """Real Korean sentences: (response, prompt) pairs of chatterbot-corpus's Korean dialogues, as
+    extracted into examples/data (BSD-licensed; see examples/data/README.md)."""
+    path = Path(__file__).parents[2] / "examples" / "data" / "korean-chat-test.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:n]
+    return [r["response"] for r in rows], [r["prompt"] for r in rows]
 
 
 def test_default_rouge_score_drops_hangul_and_ours_does_not() -> None:
