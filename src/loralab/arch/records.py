@@ -32,6 +32,12 @@ def peft_layer_index(name: str) -> int | None:
     return int(m.group("idx")) if m else None
 
 
+def name_pattern(name: str) -> str:
+    """A module name with its numeric segments blanked, so one row stands for every layer:
+    "model.layers.25.self_attn.q_proj" -> "model.layers.N.self_attn.q_proj"."""
+    return ".".join("N" if p.isdigit() else p for p in name.split("."))
+
+
 @dataclass(frozen=True)
 class ParamRecord:
     """One parameter registered directly on a module (`module.named_parameters(recurse=False)`)."""

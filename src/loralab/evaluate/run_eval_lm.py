@@ -25,10 +25,34 @@ def generation_scores(model: Any, tok: Any, ex: Any, n: int) -> tuple[list[str],
     return preds, refs, m
 
 
+def score_lm(
+    model: Any, tok: Any, ex: Any, collator: Any, *, split: str, max_generate: int
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Loss and perplexity over every row, generations and their scores for the first rows:
+    the one scoring path of `train` (end of run) and `evaluate RUN_DIR`."""
+    from loralab.train.lm import lm_loss
+
+    loss = lm_loss(model, ex, collator)
+    n = min(len(ex), max_generate)
+    preds, refs, gen = generation_scores(model, tok, ex, n)
+    metrics = {"split": split, "loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+    metrics |= {"n": len(ex), "generated": n, **gen}
+    return metrics, preds, refs
+
+
+def write_generations_csv(path: Path, ex: Any, refs: list[str], preds: list[str]) -> None:
+    """predictions.csv for generation: id, text (the prompt), gold (reference), pred."""
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text", "gold", "pred"])
+        for i in range(len(preds)):
+            w.writerow([ex.row_ids[i] if ex.row_ids else i, ex.texts[i], refs[i], preds[i]])
+
+
 def evaluate_lm_run(run_dir: Path, cfg: Any, *, data: Path | None, split: str) -> tuple[dict[str, Any], Path]:
     from loralab.data import read_rows
     from loralab.evaluate.run_eval import _load_run_model, _split_file
-    from loralab.train.lm import _collator, lm_examples, lm_loss
+    from loralab.train.lm import _collator, lm_examples
     from loralab.train.run import quiet_libraries, write_json
 
     quiet_libraries()
@@ -53,21 +77,16 @@ def evaluate_lm_run(run_dir: Path, cfg: Any, *, data: Path | None, split: str) -
         int(d.max_length or 256),
     )
     ex.row_ids = [f"{path.name}:{r.line}" for r in rows]
-    loss = lm_loss(model, ex, _collator(model, tok.pad_token_id))
-    n = min(len(ex), MAX_GENERATE)
-    preds, refs, gen = generation_scores(model, tok, ex, n)
-    metrics = {
-        "split": split if data is None else path.name,
-        "loss": loss,
-        "perplexity": math.exp(min(loss, 50.0)),
-    }
-    metrics |= {"n": len(ex), "generated": n, **gen}
+    metrics, preds, refs = score_lm(
+        model,
+        tok,
+        ex,
+        _collator(model, tok.pad_token_id),
+        split=split if data is None else path.name,
+        max_generate=MAX_GENERATE,
+    )
     out = run_dir / f"eval-{split if data is None else path.stem}"
     out.mkdir(exist_ok=True)
-    with (out / "predictions.csv").open("w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "text", "gold", "pred"])
-        for i in range(n):
-            w.writerow([ex.row_ids[i], ex.texts[i], refs[i], preds[i]])
+    write_generations_csv(out / "predictions.csv", ex, refs, preds)
     write_json(out / "metrics.json", metrics)
     return metrics, out

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from loralab.arch.records import ArchRecord, ModuleRecord
+from loralab.arch.records import ArchRecord, ModuleRecord, name_pattern
 from loralab.errors import ConfigError, Problem
 from loralab.plan.planner import Plan, build_plan
 from loralab.plan.render import plan_to_json, print_plan
@@ -61,20 +61,16 @@ def run_plan(config: Path, *, as_json: bool, with_options: bool, out: Console) -
         print_plan(plan, out, notes)
 
 
-def _pattern(name: str) -> str:
-    return ".".join("N" if p.isdigit() else p for p in name.split("."))
-
-
 def module_rows(arch: ArchRecord, show_all: bool) -> list[dict[str, Any]]:
     """Linear-like modules (Linear, Conv1D, Embedding), one row per module or per name pattern."""
     mods: list[ModuleRecord] = [m for m in arch.modules if m.linear or m.is_embedding]
     rows: dict[str, dict[str, Any]] = {}
     for m in mods:
-        key = m.name if show_all else f"{_pattern(m.name)}|{m.in_features}|{m.out_features}"
+        key = m.name if show_all else f"{name_pattern(m.name)}|{m.in_features}|{m.out_features}"
         row = rows.setdefault(
             key,
             {
-                "name": m.name if show_all else _pattern(m.name),
+                "name": m.name if show_all else name_pattern(m.name),
                 "cls": m.cls,
                 "kind": m.kind,
                 "in_features": m.in_features,

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from loralab.arch.records import ArchRecord, ModuleRecord
+from loralab.arch.records import ArchRecord, ModuleRecord, name_pattern
 from loralab.errors import PlanError, Problem
 from loralab.plan.count import DTYPE_BYTES, Counts, count
-from loralab.plan.matching import MatchResult, layer_index, match_modules
+from loralab.plan.matching import MatchResult, match_modules
 from loralab.plan.spec import LoraSpec
 
 # PEFT casts adapter weights to float32 even on a bf16/fp16 base (get_peft_model's
@@ -171,18 +171,13 @@ def _kind_warnings(match: MatchResult) -> list[str]:
     for target, kinds in by_target.items():
         if len(kinds) > 1:
             parts = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-            examples = sorted({_strip_layer(t.module.name) for t in match.targets if t.target == target})
+            examples = sorted({name_pattern(t.module.name) for t in match.targets if t.target == target})
             out.append(
                 f"target {target!r} matches modules of different kinds ({parts}); e.g. "
                 + ", ".join(examples[:3])
                 + f". To adapt one kind only, name it by a longer suffix (e.g. 'attn.{target}')."
             )
     return out
-
-
-def _strip_layer(name: str) -> str:
-    parts = name.split(".")
-    return ".".join("N" if p.isdigit() else p for p in parts)
 
 
 def build_plan(
@@ -241,7 +236,3 @@ def _other_warnings(arch: ArchRecord, spec: LoraSpec, match: MatchResult, lora: 
 def _short(names: list[str], k: int = 3) -> str:
     s = ", ".join(names[:k])
     return s + (f" and {len(names) - k} more" if len(names) > k else "")
-
-
-def layer_of(name: str, spec: LoraSpec) -> int | None:
-    return layer_index(name, spec.layers_pattern)

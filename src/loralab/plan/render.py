@@ -13,7 +13,7 @@ from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 
-from loralab.arch.records import ArchRecord
+from loralab.arch.records import ArchRecord, name_pattern
 from loralab.plan.count import ModuleCount
 from loralab.plan.planner import ADAPTER_DTYPE, Plan
 
@@ -34,15 +34,11 @@ def _layers_text(layers: list[int]) -> str:
     return ",".join(str(x) for x in layers)
 
 
-def _pattern(name: str) -> str:
-    return ".".join("N" if p.isdigit() else p for p in name.split("."))
-
-
 def group_modules(mods: list[ModuleCount]) -> list[dict[str, Any]]:
     """Adapted modules grouped by their name with the layer number blanked (one row per kind of module)."""
     groups: OrderedDict[tuple[str, int, int, int], dict[str, Any]] = OrderedDict()
     for m in mods:
-        key = (_pattern(m.name), m.in_features, m.out_features, m.r)
+        key = (name_pattern(m.name), m.in_features, m.out_features, m.r)
         g = groups.setdefault(
             key,
             {

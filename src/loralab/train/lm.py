@@ -9,7 +9,6 @@ models (seed 003's inference failure).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -216,22 +215,14 @@ def lm_loss(model: Any, ex: Examples, collator: PadCollator, batch_size: int = 1
 def validate_lm(session: Session) -> dict[str, Any]:
     """Loss and perplexity on every row of the split; generations (and ROUGE/BLEU/chrF on them) for
     the first MAX_GENERATE rows, through the same code as `loralab evaluate`."""
-    import csv
-
-    from loralab.evaluate.run_eval_lm import generation_scores
+    from loralab.evaluate.run_eval_lm import score_lm, write_generations_csv
 
     split = "test" if "test" in session.splits else "validation"
     ex = session.splits[split]
-    loss = lm_loss(session.model, ex, session.collator)
-    n = min(len(ex), MAX_GENERATE)
-    preds, refs, gen = generation_scores(session.model, session.tokenizer, ex, n)
-    metrics: dict[str, Any] = {"split": split, "loss": loss, "perplexity": math.exp(min(loss, 50.0))}
-    metrics |= {"n": len(ex), "generated": n, **gen}
-    with (session.run_dir / "predictions.csv").open("w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "text", "gold", "pred"])
-        for i in range(n):
-            w.writerow([ex.row_ids[i] if ex.row_ids else i, ex.texts[i], refs[i], preds[i]])
+    metrics, preds, refs = score_lm(
+        session.model, session.tokenizer, ex, session.collator, split=split, max_generate=MAX_GENERATE
+    )
+    write_generations_csv(session.run_dir / "predictions.csv", ex, refs, preds)
     write_json(session.run_dir / "metrics.json", metrics)
     session.metrics = metrics
     return metrics
