@@ -56,6 +56,7 @@ class LoraSpec:
     use_dora: bool = False
     lora_bias: bool = False
     use_rslora: bool = False
+    lora_dropout: float = 0.0  # PEFT's default; decides the activations the adapters keep
     task_type: str | None = None
     # How each layers_to_transform entry was written, for display: [(written, resolved)].
     layer_resolution: list[tuple[int, int]] = field(default_factory=list)
@@ -104,6 +105,7 @@ class LoraSpec:
             use_dora=bool(d.get("use_dora", False)),
             lora_bias=bool(d.get("lora_bias", False)),
             use_rslora=bool(d.get("use_rslora", False)),
+            lora_dropout=float(d.get("lora_dropout") or 0.0),
             task_type=task_type,
         )
         problems.extend(spec._rule_problems(source, key))
