@@ -61,9 +61,17 @@ def llama_layer(t: Tape, p: str, x: Act, d: Dims, cfg: dict[str, Any]) -> Act:
         q, k = t.rmsnorm(q, d.head_dim), t.rmsnorm(k, d.head_dim)
     q, k = t.rope(q, d.s, d.head_dim), t.rope(k, d.s, d.head_dim)
     a = t.attention(
-        q, k, v, b=d.b, heads=d.heads, kv_heads=d.kv_heads, sq=d.s, sk=d.s, d=d.head_dim,
+        q,
+        k,
+        v,
+        b=d.b,
+        heads=d.heads,
+        kv_heads=d.kv_heads,
+        sq=d.s,
+        sk=d.s,
+        d=d.head_dim,
         p=float(cfg.get("attention_dropout") or 0.0),
-    )  # fmt: skip
+    )
     x = t.add(x, t.linear(a, p + "self_attn.o_proj"))
     n = t.rmsnorm(x, d.hidden)  # post_attention_layernorm
     g, u = t.linear(n, p + "mlp.gate_proj"), t.linear(n, p + "mlp.up_proj")
@@ -77,9 +85,18 @@ def gpt2_layer(t: Tape, p: str, x: Act, d: Dims, cfg: dict[str, Any]) -> Act:
     qkv = t.linear(t.layernorm(x, d.hidden), p + "attn.c_attn")
     q = k = v = qkv.view(qkv.numel // 3)
     a = t.attention(
-        q, k, v, b=d.b, heads=d.heads, kv_heads=d.heads, sq=d.s, sk=d.s, d=d.head_dim,
+        q,
+        k,
+        v,
+        b=d.b,
+        heads=d.heads,
+        kv_heads=d.heads,
+        sq=d.s,
+        sk=d.s,
+        d=d.head_dim,
         p=float(cfg.get("attn_pdrop") or 0.0),
-    )  # fmt: skip
+        eager_fp32_softmax=False,
+    )
     x = t.add(x, t.dropout(t.linear(a, p + "attn.c_proj"), resid_p))
     f = t.act(t.linear(t.layernorm(x, d.hidden), p + "mlp.c_fc"), d.act)
     return t.add(x, t.dropout(t.linear(f, p + "mlp.c_proj"), resid_p))
@@ -90,9 +107,19 @@ def bert_layer(t: Tape, p: str, x: Act, d: Dims, cfg: dict[str, Any]) -> Act:
     drop = float(cfg.get("hidden_dropout_prob") or 0.0)
     q, k, v = (t.linear(x, p + f"attention.self.{m}") for m in ("query", "key", "value"))
     a = t.attention(
-        q, k, v, b=d.b, heads=d.heads, kv_heads=d.heads, sq=d.s, sk=d.s, d=d.head_dim,
+        q,
+        k,
+        v,
+        b=d.b,
+        heads=d.heads,
+        kv_heads=d.heads,
+        sq=d.s,
+        sk=d.s,
+        d=d.head_dim,
         p=float(cfg.get("attention_probs_dropout_prob") or 0.0),
-    )  # fmt: skip
+        eager_fp32_softmax=False,
+        causal=False,
+    )
     o = t.dropout(t.linear(a, p + "attention.output.dense"), drop)
     x = t.layernorm(t.add(o, x), d.hidden)
     i = t.act(t.linear(x, p + "intermediate.dense"), d.act)
@@ -105,13 +132,37 @@ def bart_layer(t: Tape, p: str, x: Act, d: Dims, cfg: dict[str, Any], enc: Act |
     drop = float(cfg.get("dropout") or 0.0)
     attn_p = float(cfg.get("attention_dropout") or 0.0)
     q, k, v = (t.linear(x, p + f"self_attn.{m}_proj") for m in "qkv")
-    a = t.attention(q, k, v, b=d.b, heads=d.heads, kv_heads=d.heads, sq=d.s, sk=d.s, d=d.head_dim, p=attn_p)
+    a = t.attention(
+        q,
+        k,
+        v,
+        b=d.b,
+        heads=d.heads,
+        kv_heads=d.heads,
+        sq=d.s,
+        sk=d.s,
+        d=d.head_dim,
+        p=attn_p,
+        eager_fp32_softmax=False,
+        causal=enc is not None,  # the decoder's self-attention
+    )
     x = t.layernorm(t.add(x, t.dropout(t.linear(a, p + "self_attn.out_proj"), drop)), d.hidden)
     if enc is not None:  # encoder_attn: queries from the decoder, keys/values from the encoder
         q = t.linear(x, p + "encoder_attn.q_proj")
         k, v = t.linear(enc, p + "encoder_attn.k_proj"), t.linear(enc, p + "encoder_attn.v_proj")
         a = t.attention(
-            q, k, v, b=d.b, heads=d.heads, kv_heads=d.heads, sq=d.s, sk=s_enc, d=d.head_dim, p=attn_p
+            q,
+            k,
+            v,
+            b=d.b,
+            heads=d.heads,
+            kv_heads=d.heads,
+            sq=d.s,
+            sk=s_enc,
+            d=d.head_dim,
+            p=attn_p,
+            eager_fp32_softmax=False,
+            causal=False,
         )
         x = t.layernorm(t.add(x, t.dropout(t.linear(a, p + "encoder_attn.out_proj"), drop)), d.hidden)
     f = t.dropout(t.act(t.linear(x, p + "fc1"), d.act), float(cfg.get("activation_dropout") or 0.0))
@@ -127,9 +178,21 @@ def neox_layer(t: Tape, p: str, x: Act, d: Dims, cfg: dict[str, Any]) -> Act:
     # rotary on the first `rot` dims of q and k, then cat with the rest: new q and k tensors
     q, k = t.rope(third, d.s, rot), t.rope(third, d.s, rot)
     a = t.attention(
-        q, k, third, b=d.b, heads=d.heads, kv_heads=d.heads, sq=d.s, sk=d.s, d=d.head_dim,
+        q,
+        k,
+        third,
+        b=d.b,
+        heads=d.heads,
+        kv_heads=d.heads,
+        sq=d.s,
+        sk=d.s,
+        d=d.head_dim,
         p=float(cfg.get("attention_dropout") or 0.0),
-    )  # fmt: skip
+    )
+    if t.s.device == "cpu" and a.storage == a.numel:
+        # q comes out of torch.cat contiguous in (b, heads, s, d), the CPU kernel's output follows
+        # that layout, so the transpose back to (b, s, hidden) copies (CUDA's kernels write (b, s, ...))
+        a = t.new(a.numel, a.dtype, a.rg)
     o = t.dropout(t.linear(a, p + "attention.dense"), drop)
     f = t.act(t.linear(t.layernorm(x, d.hidden), p + "mlp.dense_h_to_4h"), d.act)
     f = t.dropout(t.linear(f, p + "mlp.dense_4h_to_h"), drop)
@@ -214,6 +277,8 @@ def head_loss(t: Tape, arch: ArchRecord, x: Act, d: Dims, cfg: dict[str, Any], *
     out = arch.output_embedding or "lm_head"
     vocab = int(t.modules[out].out_features or 0) if out in t.modules else int(cfg.get("vocab_size") or 0)
     logits = t.linear(x, out) if out in t.modules else t.new(rows * vocab, x.dtype, x.rg)
+    if arch.model_type in BART_LIKE:  # + final_logits_bias (a buffer in the load dtype)
+        logits = t.add(logits, t.new(vocab, t.s.dtype, False))
     t.cross_entropy(logits, rows, vocab, upcast=arch.model_type not in BART_LIKE)
 
 
@@ -248,17 +313,36 @@ def replay(
         de, dd = dims(cfg, b, s, prefix="encoder_"), dims(cfg, b, s_dec, prefix="decoder_")
         x = t.layernorm(embed(t, arch, b, s, de.hidden), de.hidden)  # layernorm_embedding
         x = t.dropout(x, float(cfg.get("dropout") or 0.0))
-        enc = run_stack(t, "model.encoder.layers", arch.layers_per_stack["model.encoder.layers"], x,
-                        lambda tt, p, xx, d, c: bart_layer(tt, p, xx, d, c, None, s), de, cfg)  # fmt: skip
+        enc = run_stack(
+            t,
+            "model.encoder.layers",
+            arch.layers_per_stack["model.encoder.layers"],
+            x,
+            lambda tt, p, xx, d, c: bart_layer(tt, p, xx, d, c, None, s),
+            de,
+            cfg,
+        )
         y = t.layernorm(embed(t, arch, b, s_dec, dd.hidden), dd.hidden)
         y = t.dropout(y, float(cfg.get("dropout") or 0.0))
-        y = run_stack(t, "model.decoder.layers", arch.layers_per_stack["model.decoder.layers"], y,
-                      lambda tt, p, xx, d, c: bart_layer(tt, p, xx, d, c, enc, s), dd, cfg, (enc,))  # fmt: skip
+        y = run_stack(
+            t,
+            "model.decoder.layers",
+            arch.layers_per_stack["model.decoder.layers"],
+            y,
+            lambda tt, p, xx, d, c: bart_layer(tt, p, xx, d, c, enc, s),
+            dd,
+            cfg,
+            (enc,),
+        )
         head_loss(t, arch, y, dd, cfg, rows=b * s_dec)
     else:
         d = dims(cfg, b, s)
-        fn: LayerFn = {**dict.fromkeys(LLAMA_LIKE, llama_layer), **dict.fromkeys(GPT2_LIKE, gpt2_layer),
-                       **dict.fromkeys(BERT_LIKE, bert_layer), **dict.fromkeys(NEOX_LIKE, neox_layer)}[mt]  # fmt: skip
+        fn: LayerFn = {
+            **dict.fromkeys(LLAMA_LIKE, llama_layer),
+            **dict.fromkeys(GPT2_LIKE, gpt2_layer),
+            **dict.fromkeys(BERT_LIKE, bert_layer),
+            **dict.fromkeys(NEOX_LIKE, neox_layer),
+        }[mt]
         x = embed(t, arch, b, s, d.hidden)
         if mt in BERT_LIKE:  # embeddings' LayerNorm and dropout
             x = t.dropout(t.layernorm(x, d.hidden), float(cfg.get("hidden_dropout_prob") or 0.0))

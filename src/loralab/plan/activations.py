@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
 
-from loralab.arch.records import ArchRecord, ModuleRecord
+from loralab.arch.records import ArchRecord
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8, "int64": 8, "bool": 1}
 # Activation functions by transformers' ACT2FN name -> tensors of the input's size they keep.
@@ -239,7 +238,20 @@ class Tape:
         return self.new(x.numel, x.dtype, True)
 
     def attention(
-        self, q: Act, k: Act, v: Act, *, b: int, heads: int, kv_heads: int, sq: int, sk: int, d: int, p: float
+        self,
+        q: Act,
+        k: Act,
+        v: Act,
+        *,
+        b: int,
+        heads: int,
+        kv_heads: int,
+        sq: int,
+        sk: int,
+        d: int,
+        p: float,
+        eager_fp32_softmax: bool = True,
+        causal: bool = True,
     ) -> Act:
         """Attention core: the kernel transformers' attn_implementation selects."""
         rg = q.rg or k.rg or v.rg
@@ -265,6 +277,7 @@ class Tape:
                 self.save(self.global_tensor("mask", b * sq * sk, "bool"))
             return out
         scores = b * heads * sq * sk
+        dtype_in = q.dtype
         if kv_heads != heads:  # repeat_kv copies before the matmuls
             k, v = self.new(b * sk * heads * d, k.dtype, k.rg), self.new(b * sk * heads * d, v.dtype, v.rg)
         if impl != "eager":
@@ -274,18 +287,30 @@ class Tape:
             mdt = "float32" if self.s.device == "cpu" and q.dtype in ("bfloat16", "float16") else q.dtype
             q, k = self.new(q.numel, mdt, q.rg), self.new(k.numel, mdt, k.rg)
             v = self.new(v.numel, mdt, v.rg)
-        logits = self.matmul(q, k, scores)
-        if impl == "eager":  # eager_attention_forward: softmax in float32, then .to(q.dtype)
-            probs = self.cast(self.softmax(logits, "float32"), q.dtype)
+        logits = self.matmul(q, k, scores, autocast=impl == "eager")
+        if impl == "eager" and (causal or self.s.padded):
+            # + the additive float mask, built in the model's dtype: promotes bf16 scores under autocast
+            logits = self.add(logits, self.global_tensor("float_mask", sq * sk, self.s.dtype))
+        if impl == "eager":
+            # Llama-like eager_attention_forward: softmax in float32, then .to(q.dtype); GPT-2, BERT
+            # and BART take the softmax in the scores' dtype (CUDA autocast: float32)
+            sm = "float32" if eager_fp32_softmax else self.fp32_op(logits).dtype
+            probs = self.cast(self.softmax(logits, sm), q.dtype)
         else:
             probs = self.softmax(logits, self.fp32_op(logits).dtype)
-        out = self.matmul(self.dropout(probs, p), v, out_numel)
+        out = self.matmul(self.dropout(probs, p), v, out_numel, autocast=impl == "eager")
         if self.s.padded and impl != "eager":
             self.save(self.global_tensor("mask", b * sq * sk, "bool"))
-        return self.new(out.numel, out.dtype, out.rg)  # transpose + reshape: a copy
+        # transpose + reshape: a copy, in the inputs' dtype (the CPU math kernel casts back)
+        return self.new(out.numel, dtype_in, out.rg)
 
-    def matmul(self, a: Act, b: Act, numel: int) -> Act:
-        """`matmul` keeps each operand only if the other one needs a gradient."""
+    def matmul(self, a: Act, b: Act, numel: int, *, autocast: bool = True) -> Act:
+        """`matmul` keeps each operand only if the other one needs a gradient. It runs as bmm on
+        3-D reshapes, so an operand that is a slice of a larger storage (GPT-NeoX's chunked qkv)
+        is kept as its contiguous copy, not as the whole storage."""
+        a, b = (x if x.storage == x.numel else self.new(x.numel, x.dtype, x.rg) for x in (a, b))
+        if autocast:  # a matmul under autocast (not one inside the sdpa kernel)
+            a, b = self.low(a), self.low(b)
         if b.rg:
             self.save(a)
         if a.rg:

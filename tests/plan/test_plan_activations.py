@@ -1,0 +1,150 @@
+"""The activation estimate against what autograd really keeps, on tiny real models.
+
+Reference: `saved_tensors_hooks` during a real forward pass of a tiny transformers model with PEFT's
+LoRA applied (loralab.plan.saved), each storage once, parameters excluded; under gradient
+checkpointing plus the inputs the checkpoint holds. The estimate never sees the model: it replays
+the family's forward on the arch record (built on the meta device from the same config).
+The issue asks for [0.9, 1.1]; these cases are exact, so the test holds them to 1%.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from plan_tiny_models import TINY
+
+from loralab.arch.introspect import introspect
+from loralab.plan.activation_models import estimate_activations
+from loralab.plan.activations import ActivationSetup
+from loralab.plan.planner import build_plan
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+TASK_TYPE = {"causal-lm": "CAUSAL_LM", "seq-cls": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM"}
+
+
+def measured_and_estimated(
+    family: str,
+    task: str = "causal-lm",
+    *,
+    b: int = 2,
+    s: int = 24,
+    dtype: str = "float32",
+    autocast: str | None = None,
+    impl: str = "sdpa",
+    gc: bool = False,
+    **lora: Any,
+) -> tuple[int, int]:
+    from loralab.plan.measure import twin_batch
+    from loralab.plan.saved import forward_saving
+
+    cfg = dict(TINY[family])
+    c = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    cls = {
+        "causal-lm": transformers.AutoModelForCausalLM,
+        "seq-cls": transformers.AutoModelForSequenceClassification,
+        "seq2seq": transformers.AutoModelForSeq2SeqLM,
+    }[task]
+    torch.manual_seed(0)
+    model = cls.from_config(c, attn_implementation=impl).to(getattr(torch, dtype))
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = 0
+    kw = {"task_type": TASK_TYPE[task], "r": 8, "target_modules": "all-linear", **lora}
+    record = introspect(
+        model.config.to_dict(), task=task, num_labels=2 if task == "seq-cls" else None, model_id="tiny"
+    )
+    plan = build_plan(record, dict(kw))
+    model = peft.get_peft_model(model, peft.LoraConfig(**kw))
+    if gc:
+        model.activation_checkpointing_enable()
+    model.train()
+    batch = twin_batch(model, task, b, s)
+
+    def run() -> Any:
+        with torch.autocast("cpu", dtype=getattr(torch, autocast or "bfloat16"), enabled=bool(autocast)):
+            return model(**batch).loss
+
+    loss, saved = forward_saving(model, run)
+    loss.backward()
+    setup = ActivationSetup(
+        micro_batch=b,
+        seq_len=s,
+        dtype=dtype,
+        autocast=autocast,
+        attn_implementation=impl,
+        gradient_checkpointing=gc,
+        device="cpu",
+        padded=False,
+    )
+    return saved.total, estimate_activations(plan, model.config.to_dict(), setup).total
+
+
+CASES: list[tuple[str, str, dict[str, Any]]] = [
+    ("llama", "causal-lm", {}),
+    ("llama", "causal-lm", {"lora_dropout": 0.1}),
+    ("llama", "causal-lm", {"impl": "eager", "b": 3, "s": 40}),
+    ("llama", "causal-lm", {"dtype": "bfloat16", "lora_dropout": 0.05}),
+    ("llama", "causal-lm", {"autocast": "bfloat16"}),
+    ("llama", "causal-lm", {"gc": True}),
+    ("llama", "causal-lm", {"target_modules": ["q_proj", "v_proj"], "layers_to_transform": [2]}),
+    ("llama", "seq-cls", {"s": 64}),
+    ("qwen3", "causal-lm", {"b": 4, "s": 16}),
+    ("qwen3", "causal-lm", {"dtype": "bfloat16", "impl": "eager"}),
+    (
+        "qwen3",
+        "seq-cls",
+        {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "layers_to_transform": [1, 2]},
+    ),
+    ("qwen3", "seq-cls", {"gc": True, "r": 16, "target_modules": ["q_proj", "v_proj"]}),
+    ("gpt2", "causal-lm", {}),  # attn_pdrop=0.1: the CPU's sdpa takes the math path
+    ("gpt2", "causal-lm", {"impl": "eager", "s": 48}),
+    ("gpt2", "causal-lm", {"gc": True}),
+    ("gpt2", "causal-lm", {"autocast": "bfloat16", "lora_dropout": 0.1}),
+    ("bert", "seq-cls", {}),
+    ("bert", "seq-cls", {"impl": "eager", "b": 4}),
+    ("bert", "seq-cls", {"target_modules": ["query", "value"]}),
+    ("bert", "seq-cls", {"autocast": "bfloat16", "gc": True}),
+    ("bart", "seq2seq", {}),
+    ("bart", "seq2seq", {"gc": True}),
+    ("bart", "seq2seq", {"dtype": "bfloat16", "lora_dropout": 0.1, "s": 40}),
+    ("bart", "seq2seq", {"autocast": "bfloat16", "impl": "eager"}),
+    ("gpt_neox", "causal-lm", {}),
+    ("gpt_neox", "causal-lm", {"impl": "eager", "dtype": "bfloat16", "lora_dropout": 0.1}),
+]
+
+
+@pytest.mark.parametrize(("family", "task", "opts"), CASES, ids=lambda v: str(v))
+def test_activation_estimate_matches_saved_tensors(family: str, task: str, opts: dict[str, Any]) -> None:
+    measured, estimated = measured_and_estimated(family, task, **opts)
+    assert estimated == pytest.approx(measured, rel=0.01), (measured, estimated)
+
+
+def test_lora_layer_arithmetic_by_hand() -> None:
+    """One tiny Llama, fp32, LoRA r=8 on q_proj and v_proj of the top layer only (layer 2 of 3),
+    b=2, s=24, sdpa, no dropout. Below layer 2 nothing needs a gradient, so nothing is kept; in
+    layer 2 the input norm's input has no gradient either. What remains:"""
+    b, s, h, heads, kv, d, inter, vocab, r = 2, 24, 64, 4, 2, 16, 160, 256, 8
+    tokens = b * s
+    kept = (
+        tokens * h * 4  # normed x, the input q_proj.lora_A and v_proj.lora_A share
+        + 2 * tokens * r * 4  # q and v lora_B inputs
+        + 2 * s * d * 4  # rotary cos and sin (shared by all layers), kept by q's rotary muls
+        # sdpa: rotated q, k (no gradient needs k: frozen k_proj, but the kernel keeps it), v, output, lse
+        + (tokens * heads * d + tokens * kv * d + tokens * kv * d + tokens * heads * d) * 4
+        + b * heads * s * 4
+        + (tokens * h + tokens) * 4  # post_attention_layernorm: input and rsqrt
+        + 3 * tokens * inter * 4  # act_fn(gate) input, the two factors of act * up
+        + (tokens * h + tokens) * 4  # final norm
+        + tokens * vocab * 4  # log_softmax output of the loss
+        + tokens * 8  # int64 targets
+        + 4  # nll_loss's total_weight
+    )
+    measured, estimated = measured_and_estimated(
+        "llama", target_modules=["q_proj", "v_proj"], layers_to_transform=[2]
+    )
+    # the k tensor under sdpa: rotated k still requires no grad but is kept by the kernel; our count
+    # above includes it, and so do both sides
+    assert estimated == measured == kept
