@@ -60,9 +60,12 @@ def forward_saving(model: Any, run: Any) -> tuple[Any, SavedTensors]:
     out = SavedTensors()
     stack: list[str] = []
     handles = []
+    # Keyed by id(module) rather than set as attributes: no state is left on the user's model.
+    names: dict[int, str] = {id(m): n for n, m in model.named_modules()}
+    pending_by: dict[int, list[tuple[tuple[str, int], Any]]] = {i: [] for i in names}
 
     def pre(mod: Any, args: Any, kwargs: Any) -> None:
-        stack.append(mod._loralab_name)
+        stack.append(names[id(mod)])
         # A checkpointed layer keeps its tensor inputs for the recomputation (outside our hook).
         if (
             isinstance(mod, ckpt_layer)
@@ -74,11 +77,11 @@ def forward_saving(model: Any, run: Any) -> tuple[Any, SavedTensors]:
                 key = _storage_key(t)
                 if key in exclude or key in seen:
                     continue
-                mod._loralab_pending.append((key, t))
+                pending_by[id(mod)].append((key, t))
 
     def post(mod: Any, args: Any, kwargs: Any, output: Any) -> None:
         stack.pop()
-        pending, mod._loralab_pending = mod._loralab_pending, []
+        pending, pending_by[id(mod)] = pending_by[id(mod)], []
         # Kept only when the layer's output is part of the graph (its backward will run).
         if not any(t.requires_grad for t in _tensors_in(output)):
             return
@@ -88,12 +91,10 @@ def forward_saving(model: Any, run: Any) -> tuple[Any, SavedTensors]:
                 nbytes = t.untyped_storage().nbytes()
                 out.checkpoint_inputs += nbytes
                 out.add(
-                    _DIGITS.sub(".N", mod._loralab_name) + ":checkpoint", tuple(t.shape), str(t.dtype), nbytes
+                    _DIGITS.sub(".N", names[id(mod)]) + ":checkpoint", tuple(t.shape), str(t.dtype), nbytes
                 )
 
-    for name, mod in model.named_modules():
-        mod._loralab_name = name
-        mod._loralab_pending = []
+    for mod in model.modules():
         handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
         handles.append(mod.register_forward_hook(post, with_kwargs=True))
 
@@ -111,8 +112,4 @@ def forward_saving(model: Any, run: Any) -> tuple[Any, SavedTensors]:
     finally:
         for h in handles:
             h.remove()
-        for _, mod in model.named_modules():
-            for attr in ("_loralab_name", "_loralab_pending"):
-                if hasattr(mod, attr):
-                    delattr(mod, attr)
     return result, out
