@@ -220,7 +220,10 @@ def run_stack(
         name = f"{prefix}.{i}"
         t.part = name
         before = dict(t.saved)
+        fwd0 = t.fwd
         out = fn(t, name + ".", x, d, cfg)
+        if t.s.gradient_checkpointing and out.rg:  # backward first reruns the layer's forward
+            t.recompute += t.fwd - fwd0
         own = {k: v for k, v in t.saved.items() if k not in before}
         t.layer_bytes[name] = sum(own.values())
         if t.s.gradient_checkpointing:
@@ -247,6 +250,8 @@ def embed(t: Tape, arch: ArchRecord, b: int, s: int, hidden: int) -> Act:
     rg = t.s.input_requires_grad or t.s.gradient_checkpointing
     if site is not None:  # PEFT's Embedding: F.embedding(ids, lora_embedding_A.T) @ B
         t.save(t.new(b * s, "int64", False), t.new(b * s * site.r, t.s.adapter_dtype, True))
+        t.fwd += 2 * b * s * site.r * hidden  # the lookup is no matmul; @ lora_embedding_B is
+        t.bwd += 2 * b * s * site.r * hidden  # dB (the lookup's backward is a scatter-add)
         rg = True
     return t.new(b * s * hidden, t.s.dtype, rg)
 
@@ -287,9 +292,11 @@ def _trained_linear(t: Tape, x: Act, name: str, out_features: int) -> Act:
     if name in t.sites:
         return t.linear(x, name)
     t.save(t.low(x))
-    return t.new(
-        x.numel // max(1, int(t.modules[name].in_features or 1)) * out_features, t.out_dtype(x), True
-    )
+    n_in = max(1, int(t.modules[name].in_features or 1))
+    mm = 2 * (x.numel // n_in) * n_in * out_features
+    t.fwd += mm
+    t.bwd += mm * (2 if x.rg else 1)  # dW, and dX when the input needs a gradient
+    return t.new(x.numel // n_in * out_features, t.out_dtype(x), True)
 
 
 def final_norm(t: Tape, arch: ArchRecord, x: Act, d: Dims) -> Act:
@@ -359,6 +366,9 @@ def replay(
         by_part=dict(t.by_part),
         per_layer=dict(t.layer_bytes),
         largest_layer=max(t.layer_bytes.values(), default=0),
+        flops_forward=t.fwd,
+        flops_backward=t.bwd,
+        flops_recompute=t.recompute,
     )
 
 

@@ -87,6 +87,11 @@ class ActivationEstimate:
     # The largest layer's own saved bytes: under checkpointing it is rebuilt during backward.
     largest_layer: int = 0
     notes: list[str] = field(default_factory=list)
+    # Matmul FLOPs of the step (what torch.utils.flop_counter counts): forward, backward, and the
+    # forward again of checkpointed layers under gradient checkpointing.
+    flops_forward: int = 0
+    flops_backward: int = 0
+    flops_recompute: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,9 @@ class Tape:
         self._keys = itertools.count(1)
         self.shared: dict[str, Act] = {}
         self.layer_bytes: dict[str, int] = {}
+        self.fwd = 0
+        self.bwd = 0
+        self.recompute = 0
 
     def shared_keys(self) -> set[int]:
         return {a.key for a in self.shared.values()}
@@ -172,6 +180,10 @@ class Tape:
         # backward multiplies by: kept when the input needs a gradient (autocast caches casts only
         # for trainable leaves, autocast_mode.cpp `can_try_cache`, but those are kept the same way).
         self.weight_copy(self.s.dtype, in_features * out_features, x.rg)
+        # a matmul costs 2 FLOPs per multiply-add; a frozen weight's backward computes only dX
+        mm = 2 * tokens * in_features * out_features
+        self.fwd += mm
+        self.bwd += mm if x.rg else 0
         if site is None:
             return self.new(tokens * out_features, self.out_dtype(x), x.rg)
         # PEFT's Linear.forward: x.to(lora_A.weight.dtype), dropout, lora_A, lora_B, * scaling.
@@ -179,6 +191,10 @@ class Tape:
         xd = self.dropout(xa, site.dropout)
         self.save(self.low(xd))  # lora_A keeps its input (its weight trains)
         self.weight_copy(self.s.adapter_dtype, site.r * in_features, xd.rg)
+        a_mm, b_mm = 2 * tokens * in_features * site.r, 2 * tokens * site.r * out_features
+        # forward A and B; backward dB, d(h) through B, dA, and dX through A when x needs it
+        self.fwd += a_mm + b_mm
+        self.bwd += 2 * b_mm + a_mm + (a_mm if x.rg else 0)
         h = self.new(tokens * site.r, self.out_dtype(xd), True)
         self.save(self.low(h))  # lora_B keeps its input
         self.weight_copy(self.s.adapter_dtype, site.r * out_features, True)
@@ -256,11 +272,17 @@ class Tape:
         """Attention core: the kernel transformers' attn_implementation selects."""
         rg = q.rg or k.rg or v.rg
         out_numel = b * sq * heads * d
+        unit = 2 * b * heads * sq * sk * d  # one of the attention matmuls (QK^T or PV)
         if not rg:
+            self.fwd += 2 * unit
             return self.new(out_numel, self.out_dtype(q), False)
         impl = self.s.attn_implementation
         q, k, v = self.low(q), self.low(k), self.low(v)
         if impl in ("sdpa", "flash_attention_2") and (self.s.device == "cuda" or p == 0):
+            # QK^T and PV forward; the fused backward recomputes QK^T and runs four more matmuls
+            # (Dao 2023, FlashAttention-2 §3.1.2; torch.utils.flop_counter sdpa_backward_flop_count)
+            self.fwd += 2 * unit
+            self.bwd += 5 * unit
             if kv_heads != heads and self.s.padded and impl == "sdpa":
                 # transformers repeats k/v for GQA when a mask is present (use_gqa_in_sdpa)
                 k, v = (
@@ -287,7 +309,7 @@ class Tape:
             mdt = "float32" if self.s.device == "cpu" and q.dtype in ("bfloat16", "float16") else q.dtype
             q, k = self.new(q.numel, mdt, q.rg), self.new(k.numel, mdt, k.rg)
             v = self.new(v.numel, mdt, v.rg)
-        logits = self.matmul(q, k, scores, autocast=impl == "eager")
+        logits = self.matmul(q, k, scores, d, autocast=impl == "eager")
         if impl == "eager" and (causal or self.s.padded):
             # + the additive float mask, built in the model's dtype: promotes bf16 scores under autocast
             logits = self.add(logits, self.global_tensor("float_mask", sq * sk, self.s.dtype))
@@ -298,17 +320,20 @@ class Tape:
             probs = self.cast(self.softmax(logits, sm), q.dtype)
         else:
             probs = self.softmax(logits, self.fp32_op(logits).dtype)
-        out = self.matmul(self.dropout(probs, p), v, out_numel, autocast=impl == "eager")
+        out = self.matmul(self.dropout(probs, p), v, out_numel, sk, autocast=impl == "eager")
         if self.s.padded and impl != "eager":
             self.save(self.global_tensor("mask", b * sq * sk, "bool"))
         # transpose + reshape: a copy, in the inputs' dtype (the CPU math kernel casts back)
         return self.new(out.numel, dtype_in, out.rg)
 
-    def matmul(self, a: Act, b: Act, numel: int, *, autocast: bool = True) -> Act:
+    def matmul(self, a: Act, b: Act, numel: int, inner: int, *, autocast: bool = True) -> Act:
         """`matmul` keeps each operand only if the other one needs a gradient. It runs as bmm on
         3-D reshapes, so an operand that is a slice of a larger storage (GPT-NeoX's chunked qkv)
         is kept as its contiguous copy, not as the whole storage."""
         a, b = (x if x.storage == x.numel else self.new(x.numel, x.dtype, x.rg) for x in (a, b))
+        mm = 2 * numel * inner  # `inner`: the contracted dimension
+        self.fwd += mm
+        self.bwd += mm * (int(a.rg) + int(b.rg))
         if autocast:  # a matmul under autocast (not one inside the sdpa kernel)
             a, b = self.low(a), self.low(b)
         if b.rg:
