@@ -55,13 +55,92 @@ def plan(
     config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     no_options: Annotated[bool, typer.Option("--no-options", help="Skip the option table.")] = False,
+    gpu_mem: Annotated[
+        str | None,
+        typer.Option("--gpu-mem", help="Memory budget per GPU, e.g. 80GiB (default: detected GPU)."),
+    ] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", help="Number of GPUs (data parallel).")] = None,
+    zero_stage: Annotated[
+        int | None, typer.Option("--zero-stage", help="DeepSpeed ZeRO stage 0-3 (default: the config's).")
+    ] = None,
+    offload: Annotated[
+        bool | None, typer.Option("--offload/--no-offload", help="ZeRO optimizer offload to CPU.")
+    ] = None,
+    micro_batch: Annotated[int | None, typer.Option("--micro-batch", help="Per-device batch size.")] = None,
+    seq_len: Annotated[int | None, typer.Option("--seq-len", help="Tokens per sequence.")] = None,
+    gradient_checkpointing: Annotated[
+        bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
+    ] = None,
+    attn_implementation: Annotated[
+        str | None, typer.Option("--attn-implementation", help="eager | sdpa | flash_attention_2")
+    ] = None,
+    measure: Annotated[
+        bool, typer.Option("--measure", help="Run one step of a shrunken twin and compare term by term.")
+    ] = False,
+    tokens: Annotated[int | None, typer.Option("--tokens", help="Training tokens per epoch.")] = None,
+    tflops: Annotated[float | None, typer.Option("--tflops", help="Sustained TFLOP/s per GPU.")] = None,
+    gpu: Annotated[str | None, typer.Option("--gpu", help="GPU model from the table, e.g. H100-SXM.")] = None,
+    mfu: Annotated[float | None, typer.Option("--mfu", help="Model FLOPs utilisation for --gpu.")] = None,
 ) -> None:
-    """Exact LoRA trainable parameters, matched modules and options for CONFIG, without loading weights."""
+    """Exact LoRA trainable parameters, matched modules, options, memory per device and time for CONFIG,
+    without loading weights."""
 
     def go() -> None:
-        from loralab.plan.command import run_plan
+        from loralab.plan.command import PlanExtras, run_plan
+        from loralab.plan.setup import Overrides
 
-        run_plan(config, as_json=as_json, with_options=not no_options, out=out)
+        ov = Overrides(
+            micro_batch=micro_batch,
+            seq_len=seq_len,
+            gradient_checkpointing=gradient_checkpointing,
+            attn_implementation=attn_implementation,
+            gpus=gpus,
+            zero_stage=zero_stage,
+            offload=offload,
+        )
+        extra = PlanExtras(
+            overrides=ov, gpu_mem=gpu_mem, measure=measure, tokens=tokens, tflops=tflops, gpu=gpu, mfu=mfu
+        )
+        run_plan(config, as_json=as_json, with_options=not no_options, out=out, extra=extra)
+
+    _run(go)
+
+
+@app.command()
+def recommend(
+    model: Annotated[str, typer.Argument(help="Hub id, local folder with config.json, or bundled model.")],
+    gpu_mem: Annotated[str, typer.Option("--gpu-mem", help="Memory per GPU, e.g. 24GiB.")],
+    task: Task = None,
+    num_labels: Annotated[int | None, typer.Option(help="Labels for seq-cls.")] = None,
+    rows: Annotated[int | None, typer.Option("--rows", help="Training-set size in rows.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Training file (its rows are counted).")] = None,
+    gpus: Annotated[int, typer.Option("--gpus", help="Number of GPUs.")] = 1,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sequence.")] = 512,
+    bf16: Annotated[bool, typer.Option("--bf16/--fp16", help="GPU supports bf16 (Ampere or newer).")] = True,
+    out_path: Annotated[
+        str | None, typer.Option("--out", "-o", help="Write the config as YAML here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Rank, alpha, targets, layers, batch, learning rate, precision and checkpointing that fit the budget."""
+
+    def go() -> None:
+        from loralab.plan.recommend import run_recommend
+
+        run_recommend(
+            model,
+            task=task,
+            num_labels=num_labels,
+            rows=rows,
+            data=data,
+            gpu_mem=gpu_mem,
+            gpus=gpus,
+            seq_len=seq_len,
+            bf16=bf16,
+            out_path=out_path,
+            as_json=as_json,
+            console=out,
+        )
 
     _run(go)
 

@@ -149,3 +149,74 @@ def test_broken_pipe_is_not_an_internal_error() -> None:
         check=False,
     )
     assert "internal error" not in p.stderr
+
+
+def test_plan_json_memory_and_time_for_seed000_on_four_gpus_zero2() -> None:
+    p = loralab(
+        "plan",
+        str(EXAMPLES / "seed000-qwen3-8b-phase1-attention.yaml"),
+        "--json",
+        "--gpus",
+        "4",
+        "--zero-stage",
+        "2",
+        "--gpu-mem",
+        "24GiB",
+        "--tokens",
+        "1000000",
+    )
+    assert p.returncode == 0, p.stderr
+    obj = json.loads(p.stdout)
+    mem = obj["memory"]
+    terms = ("weights", "trainable", "gradients", "optimizer", "activations", "transient", "overhead")
+    assert set(mem["per_device"]) == {*terms, "total"}
+    assert mem["per_device"]["total"] == sum(mem["per_device"][k] for k in terms)
+    # 76,038,144 trainable: bf16 under DeepSpeed; 12-byte fp32 master + Adam sharded over 4
+    assert mem["per_device"]["trainable"] == 2 * 76_038_144
+    assert mem["per_device"]["optimizer"] == 12 * 76_038_144 // 4
+    assert set(mem["host"]) >= {"weights", "optimizer", "total"}
+    assert isinstance(mem["fits"], bool) and mem["max_micro_batch"] >= 1
+    t = obj["time"]
+    assert t["tokens"] == 20 * 1_000_000  # num_train_epochs: 20
+    fpt = (t["flops_per_step_forward"] + t["flops_per_step_backward"]) / (8 * 256)
+    assert t["flops_per_token"] == pytest.approx(fpt)
+    assert t["hours"] == pytest.approx(fpt * t["tokens"] / (4 * t["tflops_per_gpu"] * 1e12) / 3600)
+
+
+def test_plan_measure_twin_ratios() -> None:
+    p = loralab("plan", str(EXAMPLES / "seed000-qwen3-8b-phase1-attention.yaml"), "--json", "--measure")
+    assert p.returncode == 0, p.stderr
+    ratios = json.loads(p.stdout)["measure"]["ratios"]
+    for term in ("weights", "trainable", "gradients", "optimizer"):
+        assert ratios[term] == 1.0, term
+    assert 0.9 <= ratios["activations"] <= 1.1
+
+
+def test_plan_bad_gpu_mem_is_one_line() -> None:
+    p = loralab("plan", str(EXAMPLES / "seed000-qwen3-8b-phase1-attention.yaml"), "--gpu-mem", "lots")
+    assert p.returncode != 0
+    assert "--gpu-mem" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_recommend_json_and_missing_labels() -> None:
+    p = loralab(
+        "recommend",
+        "Qwen/Qwen3-8B",
+        "--task",
+        "seq-cls",
+        "--num-labels",
+        "260",
+        "--rows",
+        "100000",
+        "--gpu-mem",
+        "24GiB",
+        "--gpus",
+        "4",
+        "--json",
+    )
+    assert p.returncode == 0, p.stderr
+    obj = json.loads(p.stdout)
+    assert obj["memory"]["fits"] is True
+    assert {c["key"] for c in obj["choices"]} >= {"lora.config.r", "training_args.learning_rate"}
+    bad = loralab("recommend", "Qwen/Qwen3-8B", "--task", "seq-cls", "--rows", "10", "--gpu-mem", "24GiB")
+    assert bad.returncode != 0 and "--num-labels" in bad.stderr and "Traceback" not in bad.stderr

@@ -50,7 +50,19 @@ def resolve_model(
     here so callers can pass their model settings through unchanged.
     """
     del trust_remote_code
-    name = name_or_path.strip()
+    key = (name_or_path.strip(), revision)
+    if key in _RESOLVED:
+        return _RESOLVED[key]
+    found = _resolve(*key)
+    if found.source != "local":  # one command asks several times; a hub miss costs retries each time
+        _RESOLVED[key] = found
+    return found
+
+
+_RESOLVED: dict[tuple[str, str | None], ResolvedModel] = {}
+
+
+def _resolve(name: str, revision: str | None) -> ResolvedModel:
     if not name:
         raise ModelResolutionError("model.name_or_path is empty")
     from loralab.models import resolve_local_alias  # torch-free unless an alias needs converting

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,12 @@ _TASK_TYPES = {"seq-cls": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "seq2seq": "SEQ_2
 
 def plan_from_config(config: Path, *, with_options: bool = True) -> tuple[Plan, list[str]]:
     """Load an experiment file and plan its LoRA config on its model's architecture."""
+    _cfg, plan, notes = load_and_plan(config, with_options=with_options)
+    return plan, notes
+
+
+def load_and_plan(config: Path, *, with_options: bool = True) -> tuple[Any, Plan, list[str]]:
+    """The loaded experiment, its plan, and the config's notes."""
     from loralab.arch.cache import get_arch_record
     from loralab.config import load_experiment
 
@@ -48,17 +55,151 @@ def plan_from_config(config: Path, *, with_options: bool = True) -> tuple[Plan, 
     lora.setdefault("task_type", _TASK_TYPES[m.task])
     dtype = m.torch_dtype if m.torch_dtype not in (None, "auto") else None
     plan = build_plan(arch, lora, source=str(config), load_dtype=dtype, with_options=with_options)
-    return plan, list(cfg.notes)
+    return cfg, plan, list(cfg.notes)
 
 
-def run_plan(config: Path, *, as_json: bool, with_options: bool, out: Console) -> None:
-    plan, notes = plan_from_config(config, with_options=with_options)
+def run_plan(
+    config: Path,
+    *,
+    as_json: bool,
+    with_options: bool,
+    out: Console,
+    extra: PlanExtras | None = None,
+) -> None:
+    from loralab.plan.render_memory import measure_table, print_memory
+
+    cfg, plan, notes = load_and_plan(config, with_options=with_options)
+    extra = extra or PlanExtras()
+    memory, time_est, measured = plan_extras(cfg, plan, extra, config)
     if as_json:
         obj = plan_to_json(plan)
-        obj["notes"] = notes + obj["notes"]
+        obj["notes"] = notes + obj["notes"] + (memory.notes if memory else [])
+        if memory is not None:
+            obj["memory"] = memory.to_json()
+        if time_est is not None:
+            obj["time"] = time_est.to_json()
+        if measured is not None:
+            obj["measure"] = {
+                "twin": measured.twin,
+                "terms": {t: {"estimated": e, "measured": m} for t, e, m in measured.rows},
+                "ratios": measured.ratios(),
+                "notes": measured.notes,
+            }
         sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+        return
+    print_plan(plan, out, notes)
+    if memory is not None:
+        print_memory(memory, out)
+    if time_est is not None:
+        from loralab.plan.render_memory import time_table
+
+        out.print(time_table(time_est))
+        for n in time_est.notes:
+            out.print(f"[dim]note: {n}[/]")
+    if measured is not None:
+        out.print(measure_table(measured.rows))
+        out.print(f"[dim]{measured.twin}[/]")
+        for n in measured.notes:
+            out.print(f"[dim]note: {n}[/]")
+
+
+@dataclass
+class PlanExtras:
+    """The memory/time/measure options of `loralab plan`."""
+
+    overrides: Any = None  # loralab.plan.setup.Overrides
+    gpu_mem: str | None = None
+    measure: bool = False
+    tokens: int | None = None
+    tflops: float | None = None
+    gpu: str | None = None
+    mfu: float | None = None
+
+
+def plan_extras(cfg: Any, plan: Plan, extra: PlanExtras, config: Path) -> tuple[Any, Any, Any]:
+    """Memory estimate (with a verdict when a budget is known), time estimate, twin measurement."""
+    from loralab.arch.resolve import resolve_model
+    from loralab.plan.memory import estimate_memory
+    from loralab.plan.setup import Overrides, detected_gpu_memory, parse_size, setup_from_config
+
+    ov = extra.overrides or Overrides()
+    setup, setup_notes = setup_from_config(cfg, plan.arch, ov)
+    m = cfg.model
+    hf_cfg = resolve_model(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code).config
+    budget = parse_size(extra.gpu_mem) if extra.gpu_mem else None
+    if budget is None:
+        budget = gpu_table_memory(extra.gpu) or detected_gpu_memory()
+    memory = estimate_memory(plan, hf_cfg, setup, budget=budget)
+    memory.notes[:0] = setup_notes
+    time_est = plan_time(cfg, plan, hf_cfg, setup, extra)
+    measured = None
+    if extra.measure:
+        from loralab.plan.measure import measure_twin
+
+        measured = measure_twin(cfg, plan, setup)
+    return memory, time_est, measured
+
+
+def gpu_table_memory(name: str | None) -> int | None:
+    if not name:
+        return None
+    from loralab.plan.timing import GPUS
+
+    spec = GPUS.get(name)
+    return int(spec[1] * 2**30) if spec else None
+
+
+def plan_time(cfg: Any, plan: Plan, hf_cfg: dict[str, Any], setup: Any, extra: PlanExtras) -> Any:
+    """Hours for the configured epochs; tokens from --tokens, else from data.train_file."""
+    from loralab.plan.timing import estimate_time
+
+    epochs = float(cfg.training_args.get("num_train_epochs") or 3.0)  # TrainingArguments' default
+    if extra.tokens:
+        tokens, source = int(extra.tokens), "--tokens (per epoch)"
     else:
-        print_plan(plan, out, notes)
+        tokens, source = data_tokens(cfg, setup.seq_len)
+    return estimate_time(
+        plan,
+        hf_cfg,
+        setup,
+        tokens_per_epoch=tokens,
+        tokens_source=source,
+        epochs=epochs,
+        tflops=extra.tflops,
+        gpu=extra.gpu,
+        mfu=extra.mfu,
+    )
+
+
+def data_tokens(cfg: Any, max_len: int) -> tuple[int, str]:
+    """Tokens one epoch processes: the training rows (after extract_ratio) tokenized and truncated
+    at `max_len` when the tokenizer loads; else rows x max_len, an upper bound. (0, why) without data."""
+    from loralab.data import read_rows
+
+    d = cfg.data
+    if not d.train_file:
+        return 0, "unknown: no data.train_file (pass --tokens)"
+    path = cfg.resolve_path(d.train_file)
+    if not path.is_file():
+        return 0, f"unknown: {path} not found (pass --tokens)"
+    rows = read_rows(path, text_field=d.text_field, text_template=d.text_template, label_field=d.label_field)
+    ratio = float(d.extract_ratio or 1.0)
+    n = round(len(rows.rows) * ratio)
+    try:
+        from loralab.train.loading import load_tokenizer
+
+        tok = load_tokenizer(cfg)
+    except Exception:  # offline hub id, no tokenizer files: fall back to the bound
+        return n * max_len, f"{n:,} rows x {max_len} (upper bound: the tokenizer is not available)"
+    # causal-lm / seq2seq rows have prompt and response fields rather than one rendered text
+    texts = rows.texts or [
+        "\n".join(str(v) for v in r.fields.values() if isinstance(v, str)) for r in rows.rows
+    ]
+    if not texts:
+        return 0, f"unknown: no usable rows in {path.name} (pass --tokens)"
+    lengths = [min(len(ids), max_len) for ids in tok(texts, truncation=False)["input_ids"]]
+    tokens = round(sum(lengths) * ratio)
+    return tokens, f"{n:,} rows of {path.name} tokenized (dynamic padding)"
 
 
 def module_rows(arch: ArchRecord, show_all: bool) -> list[dict[str, Any]]:

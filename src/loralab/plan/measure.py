@@ -117,3 +117,104 @@ def twin_batch(model: Any, task: str, b: int, s: int, *, decoder_len: int | None
     else:
         batch["labels"] = torch.randint(4, vocab, (b, decoder_len or s), generator=g)
     return {k: v.to(device) for k, v in batch.items()}
+
+
+@dataclass
+class TwinComparison:
+    """Estimated vs measured, term by term, for the twin of a config's model."""
+
+    rows: list[tuple[str, int | None, int | None]]
+    twin: str  # e.g. "2-layer qwen3 twin, hidden 64, micro-batch 4 x 128"
+    notes: list[str] = field(default_factory=list)
+
+    def ratios(self) -> dict[str, float]:
+        return {t: e / m for t, e, m in self.rows if e is not None and m}
+
+
+def twin_setup(setup: Any, device: str) -> Any:
+    """The setup the twin runs with: one device, no DeepSpeed (one process cannot shard), batch
+    and length capped so the step takes seconds on a CPU, an unpadded batch."""
+    from dataclasses import replace
+
+    from loralab.plan.state_memory import Sharding
+
+    return replace(
+        setup,
+        micro_batch=min(setup.micro_batch, 4),
+        seq_len=min(setup.seq_len, 128),
+        sharding=Sharding(gpus=1),
+        quantization=None,
+        device=device,
+        padded=False,
+    )
+
+
+def measure_twin(cfg: Any, plan: Any, setup: Any) -> TwinComparison:
+    """Build the twin of `cfg`'s model, estimate and measure one training step, compare."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig
+
+    from loralab.arch.introspect import introspect
+    from loralab.arch.resolve import resolve_model
+    from loralab.plan.memory import estimate_memory
+    from loralab.plan.planner import build_plan
+    from loralab.train.loading import _auto_class
+    from loralab.train.preflight import twin_config, twin_lora
+
+    m = cfg.model
+    task = m.task
+    resolved = resolve_model(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code)
+    raw = {k: v for k, v in resolved.config.items() if k not in ("architectures", "transformers_version")}
+    hf = AutoConfig.for_model(raw.pop("model_type"), **raw)
+    tcfg = twin_config(hf, task, m.num_labels)
+    tcfg._attn_implementation = setup.attn_implementation
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    notes: list[str] = []
+    tsetup = twin_setup(setup, device)
+    if setup.quantization is not None:
+        notes.append(
+            "the twin runs unquantized in the compute dtype: bitsandbytes needs a GPU and its layout is "
+            "checked by arithmetic, not measured"
+        )
+    if getattr(setup.sharding, "zero_stage", None) is not None or setup.gpus > 1:
+        notes.append(
+            "the twin runs on one device without DeepSpeed; the sharding arithmetic is shown in the plan"
+        )
+    lora = dict(cfg.lora_config_dict())
+    lora.setdefault("task_type", plan.spec.task_type)
+    tlora = twin_lora(lora, plan.arch.num_layers)
+    record = introspect(
+        tcfg.to_dict(), task=task, num_labels=m.num_labels, model_id=f"{m.name_or_path} (twin)"
+    )
+    tplan = build_plan(record, dict(tlora), load_dtype=tsetup.load_dtype, with_options=False)
+    est = estimate_memory(tplan, tcfg.to_dict(), tsetup)
+
+    torch.manual_seed(0)
+    act = tsetup.activation_setup()
+    model = _auto_class(task).from_config(tcfg, attn_implementation=setup.attn_implementation)
+    model = model.to(dtype=getattr(torch, act.dtype), device=device)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = 0
+    model = get_peft_model(model, LoraConfig(**tlora))
+    if tsetup.gradient_checkpointing:
+        model.activation_checkpointing_enable()
+    batch = twin_batch(model, task, tsetup.micro_batch, tsetup.seq_len)
+    meas = measure_step(model, batch, optim=tsetup.optim, optim_args=tsetup.optim_args, autocast=act.autocast)
+    rows: list[tuple[str, int | None, int | None]] = [
+        (k, est.per_device[k], v) for k, v in meas.terms().items()
+    ]
+    if meas.peak is not None:
+        rows.append(
+            ("peak (total - overhead)", est.per_device["total"] - est.per_device["overhead"], meas.peak)
+        )
+    else:
+        notes.append("no GPU here: the peak (torch.cuda.max_memory_allocated) is not measured")
+    twin = (
+        f"{record.num_layers}-layer {record.model_type} twin, "
+        f"hidden {tcfg.to_dict().get('hidden_size', '?')}, "
+        f"micro-batch {tsetup.micro_batch} x {tsetup.seq_len} tokens, {act.dtype}"
+        + (f" + {act.autocast} autocast" if act.autocast else "")
+        + f", {device}"
+    )
+    return TwinComparison(rows=rows, twin=twin, notes=notes)

@@ -96,9 +96,7 @@ def sustained_rate(tflops: float | None, gpu: str | None, mfu: float | None) -> 
     if name not in GPUS:
         from loralab.errors import ConfigError, Problem
 
-        raise ConfigError(
-            [Problem("--gpu", "--gpu", f"unknown GPU {name!r}", "use one of " + ", ".join(GPUS))]
-        )
+        raise ConfigError([Problem("--gpu", "", f"unknown GPU {name!r}", "use one of " + ", ".join(GPUS))])
     peak = GPUS[name][0]
     return peak * share, f"{name} {peak:g} TFLOP/s bf16 x {share:.0%} MFU"
 

@@ -1,0 +1,117 @@
+"""Rich tables for the memory, time and twin-measurement parts of `loralab plan`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from loralab.plan.memory import DEVICE_TERMS, HOST_TERMS, MemoryEstimate
+
+GIB = 2**30
+
+_WHAT = {
+    "weights": "frozen base weights",
+    "trainable": "trainable parameters (LoRA + saved modules)",
+    "gradients": "gradients of the trainable parameters",
+    "optimizer": "optimizer states",
+    "activations": "activations kept for backward",
+    "transient": "largest temporary (loss / a layer's backward)",
+    "overhead": "CUDA context + allocator allowance",
+}
+
+
+def gib(n: float) -> str:
+    return f"{n / GIB:,.2f}"
+
+
+def memory_table(est: MemoryEstimate) -> Table:
+    s = est.setup
+    sharding = s.sharding
+    where = f"{s.gpus} GPU" + ("s" if s.gpus != 1 else "")
+    if sharding is not None and getattr(sharding, "zero_stage", None) is not None:
+        where += f", DeepSpeed ZeRO-{sharding.zero_stage}"
+        if getattr(sharding, "offload_optimizer", None):
+            where += f", optimizer offload to {sharding.offload_optimizer}"
+        if getattr(sharding, "offload_param", None):
+            where += f", parameter offload to {sharding.offload_param}"
+    title = (
+        f"Memory per device ({where}; micro-batch {s.micro_batch} x {s.seq_len} tokens, "
+        f"{'gradient checkpointing, ' if s.gradient_checkpointing else ''}{s.attn_implementation}, "
+        f"{s.optim})"
+    )
+    t = Table(title=title, title_justify="left")
+    t.add_column("term")
+    t.add_column("what")
+    t.add_column("bytes", justify="right")
+    t.add_column("GiB", justify="right")
+    for k in DEVICE_TERMS:
+        t.add_row(k, _WHAT[k], f"{est.per_device[k]:,}", gib(est.per_device[k]))
+    total = est.per_device["total"]
+    t.add_row("[bold]total[/]", "", f"[bold]{total:,}[/]", f"[bold]{gib(total)}[/]")
+    if est.host.get("total"):
+        for k in HOST_TERMS:
+            if est.host[k]:
+                t.add_row(f"host {k}", "host RAM per process (offload)", f"{est.host[k]:,}", gib(est.host[k]))
+        host = est.host["total"]
+        t.add_row("host total", f"per process; x{s.gpus} on one node", f"{host:,}", gib(host))
+    else:
+        t.add_row("host total", "host RAM for model states (no offload)", "0", gib(0))
+    return t
+
+
+def verdict_lines(est: MemoryEstimate) -> list[str]:
+    if est.budget is None:
+        return ["no memory budget: pass --gpu-mem (e.g. 80GiB) for a verdict"]
+    total = est.per_device["total"]
+    word = "[green]fits[/]" if est.fits else "[red]does not fit[/]"
+    lines = [f"{word}: {gib(total)} GiB needed of {gib(est.budget)} GiB per device"]
+    if est.max_micro_batch is not None:
+        lines.append(
+            f"largest micro-batch at {est.setup.seq_len} tokens: {est.max_micro_batch or 'none fits'}; "
+            f"longest sequence at micro-batch {est.setup.micro_batch}: {est.max_seq_len or 'none fits'}"
+        )
+    return lines
+
+
+def time_table(tm: Any) -> Table:
+    t = Table(title="Time", title_justify="left")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    data = tm.to_json()
+    for k, v in data.items():
+        if k == "hours":
+            if v is None:
+                t.add_row(k, "unknown (pass --tokens)")
+            else:
+                t.add_row(
+                    k, f"{v:,.3g} h" + (f" = {v * 60:,.1f} min" if v >= 1 / 60 else f" = {v * 3600:.2f} s")
+                )
+        elif isinstance(v, float):
+            t.add_row(k, f"{v:,.3g}" if v < 1000 else f"{v:,.0f}")
+        elif isinstance(v, int):
+            t.add_row(k, f"{v:,}")
+        elif v is not None and not isinstance(v, (dict, list)):
+            t.add_row(k, str(v))
+    return t
+
+
+def measure_table(rows: list[tuple[str, int | None, int | None]]) -> Table:
+    t = Table(title="Twin measurement: estimate vs one real training step", title_justify="left")
+    t.add_column("term")
+    t.add_column("estimated", justify="right")
+    t.add_column("measured", justify="right")
+    t.add_column("ratio", justify="right")
+    for term, e, m in rows:
+        ratio = f"{e / m:.3f}" if e is not None and m else "-"
+        t.add_row(term, f"{e:,}" if e is not None else "-", f"{m:,}" if m is not None else "-", ratio)
+    return t
+
+
+def print_memory(est: MemoryEstimate, console: Console) -> None:
+    console.print(memory_table(est))
+    for line in verdict_lines(est):
+        console.print(line)
+    for n in est.notes:
+        console.print(f"[dim]note: {n}[/]")

@@ -1,0 +1,133 @@
+"""From an experiment config (plus command-line overrides) to the `TrainSetup` memory and time use.
+
+Every value comes from the config under the name transformers/DeepSpeed give it
+(`training_args.per_device_train_batch_size`, `data.max_length`, `model.torch_dtype`,
+`model.attn_implementation`, the DeepSpeed `zero_optimization` block); a flag overrides it; a value
+that is nowhere gets transformers' default and a note saying so.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+from loralab.errors import ConfigError, Problem
+from loralab.plan.memory import TrainSetup
+
+DEFAULT_SEQ_LEN = 512
+DEFAULT_OPTIM = "adamw_torch_fused"  # TrainingArguments.optim default in transformers 5
+
+
+@dataclass
+class Overrides:
+    """Command-line values that replace the config's."""
+
+    micro_batch: int | None = None
+    seq_len: int | None = None
+    gradient_checkpointing: bool | None = None
+    attn_implementation: str | None = None
+    gpus: int | None = None
+    zero_stage: int | None = None
+    offload: bool | None = None
+    device: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str, *, flag: str = "--gpu-mem") -> int:
+    """'80GiB', '80G' (binary), '24GB' (decimal), '8' (GiB) -> bytes."""
+    m = _SIZE.match(text)
+    if not m:
+        problem = Problem(flag, "", f"cannot read {text!r} as a size", "write e.g. 80GiB, 24GB or 8")
+        raise ConfigError([problem])
+    value, unit = float(m.group(1)), (m.group(2) or "g").lower()
+    powers = {"k": 1, "m": 2, "g": 3, "t": 4}
+    if unit == "b":
+        return int(value)
+    p = powers[unit[0]]
+    decimal = unit.endswith("b") and not unit.endswith("ib")
+    return int(value * (1000**p if decimal else 1024**p))
+
+
+def detected_gpu_memory() -> int | None:
+    """Total memory of GPU 0 from nvidia-smi (no torch import), or None without an NVIDIA GPU."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        return int(float(out.splitlines()[0])) * 2**20
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def _targs(cfg: Any, *names: str) -> Any:
+    for n in names:
+        if cfg.training_args.get(n) is not None:
+            return cfg.training_args[n]
+    return None
+
+
+def setup_from_config(cfg: Any, arch: Any, ov: Overrides) -> tuple[TrainSetup, list[str]]:
+    """The TrainSetup of experiment `cfg` on `arch`, with `ov` applied; plus notes on defaults."""
+    from loralab.plan.state_memory import Quantization, Sharding
+
+    notes: list[str] = []
+    b = ov.micro_batch or _targs(cfg, "per_device_train_batch_size")
+    if b is None:
+        b = 8
+        notes.append(
+            "micro-batch 8: training_args.per_device_train_batch_size is not set (transformers' default)"
+        )
+    s = ov.seq_len or cfg.data.max_length
+    if s is None:
+        s = DEFAULT_SEQ_LEN
+        notes.append(f"sequence length {s}: data.max_length is not set (pass --seq-len)")
+    gc = ov.gradient_checkpointing
+    if gc is None:
+        gc = bool(_targs(cfg, "activation_checkpointing", "gradient_checkpointing"))
+    load = cfg.model.torch_dtype
+    if load in (None, "auto"):
+        load = arch.config_dtype or "float32"
+    autocast = "bfloat16" if _targs(cfg, "bf16") else "float16" if _targs(cfg, "fp16") else None
+    quant = Quantization.from_config(cfg.model.quantization) if cfg.model.quantization else None
+    gpus = ov.gpus or 1
+    if ov.zero_stage is not None or ov.offload:
+        sharding = Sharding(
+            gpus=gpus,
+            zero_stage=ov.zero_stage if ov.zero_stage is not None else 2,
+            offload_optimizer="cpu" if ov.offload else None,
+            mixed_precision=autocast,
+        )
+    elif cfg.deepspeed:
+        sharding = Sharding.from_deepspeed(cfg.deepspeed, cfg.training_args, gpus)
+        if ov.offload is False:
+            sharding = Sharding(**{**sharding.__dict__, "offload_optimizer": None, "offload_param": None})
+    else:
+        sharding = Sharding(gpus=gpus)
+    setup = TrainSetup(
+        micro_batch=int(b),
+        seq_len=int(s),
+        gradient_accumulation_steps=int(_targs(cfg, "gradient_accumulation_steps") or 1),
+        gradient_checkpointing=gc,
+        attn_implementation=ov.attn_implementation or cfg.model.attn_implementation or "sdpa",
+        load_dtype=str(load),
+        autocast=autocast,
+        optim=str(_targs(cfg, "optim") or DEFAULT_OPTIM),
+        optim_args=_targs(cfg, "optim_args"),
+        quantization=quant,
+        sharding=sharding,
+        device=ov.device or "cuda",
+    )
+    return setup, notes
