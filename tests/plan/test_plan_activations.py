@@ -111,6 +111,13 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("bart", "seq2seq", {"gc": True}),
     ("bart", "seq2seq", {"dtype": "bfloat16", "lora_dropout": 0.1, "s": 40}),
     ("bart", "seq2seq", {"autocast": "bfloat16", "impl": "eager"}),
+    # bf16 logits under CPU autocast: cross_entropy keeps a float32 log_softmax (seed 003's KoBART)
+    (
+        "bart",
+        "seq2seq",
+        {"dtype": "bfloat16", "autocast": "bfloat16", "target_modules": ["q_proj", "v_proj"]},
+    ),
+    ("qwen3", "seq-cls", {"dtype": "bfloat16", "autocast": "bfloat16", "lora_dropout": 0.05}),
     ("gpt_neox", "causal-lm", {}),
     ("gpt_neox", "causal-lm", {"impl": "eager", "dtype": "bfloat16", "lora_dropout": 0.1}),
 ]

@@ -353,6 +353,8 @@ class Tape:
         first) + nll_loss (keeps the int64 target and the total weight)."""
         if not logits.rg:
             return
-        dtype = "float32" if upcast or (self.s.autocast and self.s.device == "cuda") else logits.dtype
+        # autocast runs cross_entropy/log_softmax in float32 on both CUDA and CPU (measured on the CPU:
+        # BART's bf16 logits under CPU autocast keep a float32 log_softmax)
+        dtype = "float32" if upcast or self.s.autocast else logits.dtype
         self.save(self.new(rows * classes, dtype, False))
         self.save(self.new(rows, "int64", False), self.new(1, "float32", False))
