@@ -106,3 +106,24 @@ def test_parse_size(text: str, expected: int) -> None:
 def test_parse_size_error_names_the_flag() -> None:
     with pytest.raises(ConfigError, match="--gpu-mem"):
         parse_size("lots")
+
+
+def test_a_family_without_activation_model_gives_a_lower_bound(tmp_path: Path) -> None:
+    from loralab.arch.resolve import resolve_model
+    from loralab.plan.command import load_and_plan
+
+    cfg_path = tmp_path / "x.yaml"
+    cfg_path.write_text(
+        "model: {name_or_path: google/gemma-2-9b, task: causal-lm, torch_dtype: bfloat16}\n"
+        "lora: {enable: true, config: {r: 8, lora_alpha: 16, target_modules: [q_proj, v_proj]}}\n",
+        encoding="utf-8",
+    )
+    cfg, plan, _ = load_and_plan(cfg_path, with_options=False)
+    setup, _ = setup_from_config(cfg, plan.arch, Overrides())
+    hf = resolve_model("google/gemma-2-9b").config
+    roomy = estimate_memory(plan, hf, setup, budget=parse_size("80GiB"))
+    assert not roomy.modelled and roomy.per_device["activations"] == 0
+    assert roomy.fits is None and roomy.max_micro_batch is None  # a lower bound cannot say "fits"
+    assert any("gemma2" in n and "lower bound" in n for n in roomy.notes)
+    tight = estimate_memory(plan, hf, setup, budget=parse_size("8GiB"))
+    assert tight.fits is False  # the states alone exceed 8 GiB

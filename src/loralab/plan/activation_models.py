@@ -23,6 +23,10 @@ NEOX_LIKE = frozenset({"gpt_neox"})
 SUPPORTED = LLAMA_LIKE | BERT_LIKE | BART_LIKE | GPT2_LIKE | NEOX_LIKE
 
 
+class UnsupportedFamily(ValueError):
+    """The family's forward pass has no replay here, so activations and FLOPs are not estimated."""
+
+
 @dataclass(frozen=True)
 class Dims:
     b: int
@@ -376,7 +380,10 @@ def estimate_activations(plan: Any, cfg: dict[str, Any], setup: ActivationSetup)
     """Saved activations of one micro-batch for a `Plan` (its arch record and matched modules)."""
     arch: ArchRecord = plan.arch
     if arch.model_type not in SUPPORTED:
-        raise ValueError(f"no activation model for model_type '{arch.model_type}'")
+        raise UnsupportedFamily(
+            f"no activation model for model_type '{arch.model_type}' "
+            f"(modelled: {', '.join(sorted(SUPPORTED))})"
+        )
     dropout = float(plan.spec.lora_dropout or 0.0)
     sites = {m.name: Site(r=m.r, dropout=dropout) for m in plan.counts.modules}
     return replay(arch, cfg, sites, setup)

@@ -131,7 +131,7 @@ def plan_extras(cfg: Any, plan: Plan, extra: PlanExtras, config: Path) -> tuple[
         budget = gpu_table_memory(extra.gpu) or detected_gpu_memory()
     memory = estimate_memory(plan, hf_cfg, setup, budget=budget)
     memory.notes[:0] = setup_notes
-    time_est = plan_time(cfg, plan, hf_cfg, setup, extra)
+    time_est = plan_time(cfg, plan, hf_cfg, setup, extra) if memory.modelled else None
     measured = None
     if extra.measure:
         from loralab.plan.measure import measure_twin

@@ -192,7 +192,20 @@ def measure_twin(cfg: Any, plan: Any, setup: Any) -> TwinComparison:
 
     torch.manual_seed(0)
     act = tsetup.activation_setup()
-    model = _auto_class(task).from_config(tcfg, attn_implementation=setup.attn_implementation)
+    try:
+        model = _auto_class(task).from_config(tcfg, attn_implementation=setup.attn_implementation)
+    except ValueError as e:
+        if "attention implementation" not in str(e):
+            raise
+        from loralab.errors import ConfigError, Problem
+
+        problem = Problem(
+            str(cfg.source),
+            "model.attn_implementation",
+            f"{record.architecture} does not support '{setup.attn_implementation}'",
+            "set model.attn_implementation: eager (or pass --attn-implementation eager)",
+        )
+        raise ConfigError([problem]) from e
     model = model.to(dtype=getattr(torch, act.dtype), device=device)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = 0
@@ -202,9 +215,10 @@ def measure_twin(cfg: Any, plan: Any, setup: Any) -> TwinComparison:
     batch = twin_batch(model, task, tsetup.micro_batch, tsetup.seq_len)
     meas = measure_step(model, batch, optim=tsetup.optim, optim_args=tsetup.optim_args, autocast=act.autocast)
     rows: list[tuple[str, int | None, int | None]] = [
-        (k, est.per_device[k], v) for k, v in meas.terms().items()
+        (k, est.per_device[k] if est.modelled or k != "activations" else None, v)
+        for k, v in meas.terms().items()
     ]
-    if meas.peak is not None:
+    if meas.peak is not None and est.modelled:
         rows.append(
             ("peak (total - overhead)", est.per_device["total"] - est.per_device["overhead"], meas.peak)
         )

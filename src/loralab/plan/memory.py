@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from loralab.plan.activation_models import estimate_activations
+from loralab.plan.activation_models import UnsupportedFamily, estimate_activations
 from loralab.plan.activations import DTYPE_BYTES, ActivationEstimate, ActivationSetup
 
 GIB = 2**30
@@ -93,6 +93,7 @@ class MemoryEstimate:
     max_micro_batch: int | None = None
     max_seq_len: int | None = None
     notes: list[str] = field(default_factory=list)
+    modelled: bool = True  # False: the family has no activation model; the total is a lower bound
 
     def to_json(self) -> dict[str, Any]:
         setup = asdict(self.setup)
@@ -108,6 +109,7 @@ class MemoryEstimate:
             "fits": self.fits,
             "max_micro_batch": self.max_micro_batch,
             "max_seq_len": self.max_seq_len,
+            "activations_modelled": self.modelled,
             "setup": setup,
             "notes": list(self.notes),
         }
@@ -160,10 +162,14 @@ def estimate_memory(
         optim_args=setup.optim_args,
         sharding=setup.sharding,
     )
-    act = estimate_activations(plan, cfg, setup.activation_setup())
+    modelled = True
+    try:
+        act = estimate_activations(plan, cfg, setup.activation_setup())
+    except UnsupportedFamily as e:
+        act, modelled = ActivationEstimate(total=0, notes=[str(e)]), False
     per = {k: int(states.per_device.get(k, 0)) for k in HOST_TERMS}
     per["activations"] = act.total
-    per["transient"] = transient_bytes(plan, cfg, setup, act)
+    per["transient"] = transient_bytes(plan, cfg, setup, act) if modelled else 0
     subtotal = sum(per.values())
     per["overhead"] = CONTEXT_ALLOWANCE + int(FRAGMENTATION * subtotal)
     per["total"] = sum(per[k] for k in DEVICE_TERMS)
@@ -171,8 +177,17 @@ def estimate_memory(
     host["total"] = sum(host.values())
     est = MemoryEstimate(per_device=per, host=host, activations=act, setup=setup, budget=budget)
     est.notes.extend(getattr(states, "notes", []) or [])
+    est.modelled = modelled
+    if not modelled:
+        est.notes.append(
+            f"{act.notes[0]}: activations and the transient peak are not estimated, so the total is a "
+            "lower bound (model states and the allowance only)"
+        )
     if budget is not None:
         est.fits = per["total"] <= budget
+        if not modelled:  # a lower bound can only tell that it does not fit
+            est.fits = False if not est.fits else None
+            return est
         if search:
             est.max_micro_batch = largest_fitting(plan, cfg, setup, budget, "micro_batch")
             est.max_seq_len = largest_fitting(plan, cfg, setup, budget, "seq_len")

@@ -371,6 +371,19 @@ def run_recommend(
 
         rows = len(read_rows(Path(data)).rows)
     arch = get_arch_record(model, task=task, num_labels=num_labels)
+    from loralab.plan.activation_models import SUPPORTED
+
+    if arch.model_type not in SUPPORTED:
+        raise ConfigError(
+            [
+                Problem(
+                    model,
+                    "",
+                    f"recommend needs an activation model and model_type '{arch.model_type}' has none",
+                    "use a supported family (" + ", ".join(sorted(SUPPORTED)) + ") or plan a config by hand",
+                )
+            ]
+        )
     req = Request(
         model=model,
         task=task,

@@ -47,6 +47,9 @@ def memory_table(est: MemoryEstimate) -> Table:
     t.add_column("bytes", justify="right")
     t.add_column("GiB", justify="right")
     for k in DEVICE_TERMS:
+        if not est.modelled and k in ("activations", "transient"):
+            t.add_row(k, _WHAT[k], "not modelled", "-")
+            continue
         t.add_row(k, _WHAT[k], f"{est.per_device[k]:,}", gib(est.per_device[k]))
     total = est.per_device["total"]
     t.add_row("[bold]total[/]", "", f"[bold]{total:,}[/]", f"[bold]{gib(total)}[/]")
@@ -65,6 +68,10 @@ def verdict_lines(est: MemoryEstimate) -> list[str]:
     if est.budget is None:
         return ["no memory budget: pass --gpu-mem (e.g. 80GiB) for a verdict"]
     total = est.per_device["total"]
+    if est.fits is None:
+        return [
+            f"unknown: model states alone need {gib(est.per_device['total'])} GiB of {gib(est.budget)} GiB"
+        ]
     word = "[green]fits[/]" if est.fits else "[red]does not fit[/]"
     lines = [f"{word}: {gib(total)} GiB needed of {gib(est.budget)} GiB per device"]
     if est.max_micro_batch is not None:
