@@ -114,6 +114,7 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("bert", "seq-cls", {"s": 40}),
     ("bart", "seq2seq", {}),
     ("gpt_neox", "causal-lm", {"b": 3}),
+    ("gemma2", "causal-lm", {"impl": "eager"}),
 ]
 
 

@@ -69,6 +69,7 @@ CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
     ("bert", "seq-cls", "bfloat16", "adamw_torch", {"lora_bias": True}),
     ("bart", "seq2seq", "float32", "adafactor", {"modules_to_save": ["lm_head"]}),
     ("gpt_neox", "causal-lm", "bfloat16", "adamw_torch_fused", {"r": 4, "bias": "all"}),
+    ("gemma2", "seq-cls", "bfloat16", "adamw_torch", {}),
 ]
 
 

@@ -20,7 +20,8 @@ BERT_LIKE = frozenset({"bert", "roberta", "xlm-roberta", "electra", "camembert"}
 BART_LIKE = frozenset({"bart", "mbart"})
 GPT2_LIKE = frozenset({"gpt2"})
 NEOX_LIKE = frozenset({"gpt_neox"})
-SUPPORTED = LLAMA_LIKE | BERT_LIKE | BART_LIKE | GPT2_LIKE | NEOX_LIKE
+GEMMA2_LIKE = frozenset({"gemma2"})
+SUPPORTED = LLAMA_LIKE | BERT_LIKE | BART_LIKE | GPT2_LIKE | NEOX_LIKE | GEMMA2_LIKE
 
 
 class UnsupportedFamily(ValueError):
@@ -81,6 +82,33 @@ def llama_layer(t: Tape, p: str, x: Act, d: Dims, cfg: dict[str, Any]) -> Act:
     g, u = t.linear(n, p + "mlp.gate_proj"), t.linear(n, p + "mlp.up_proj")
     m = t.mul(t.act(g, d.act), u)
     return t.add(x, t.linear(m, p + "mlp.down_proj"))
+
+
+def gemma2_layer(t: Tape, p: str, x: Act, d: Dims, cfg: dict[str, Any]) -> Act:
+    """Gemma2DecoderLayer: Llama's layer with a norm after attention and after the MLP too, and
+    tanh soft-capping of the attention scores (eager; transformers has no sdpa path for it)."""
+    n = t.gemma_rmsnorm(x, d.hidden)  # input_layernorm
+    q, k, v = (t.linear(n, p + f"self_attn.{m}_proj") for m in "qkv")
+    q, k = t.rope(q, d.s, d.head_dim), t.rope(k, d.s, d.head_dim)
+    a = t.attention(
+        q,
+        k,
+        v,
+        b=d.b,
+        heads=d.heads,
+        kv_heads=d.kv_heads,
+        sq=d.s,
+        sk=d.s,
+        d=d.head_dim,
+        p=float(cfg.get("attention_dropout") or 0.0),
+        softcap=cfg.get("attn_logit_softcapping") is not None,
+    )
+    o = t.gemma_rmsnorm(t.linear(a, p + "self_attn.o_proj"), d.hidden)  # post_attention_layernorm
+    x = t.add(x, o)
+    n = t.gemma_rmsnorm(x, d.hidden)  # pre_feedforward_layernorm
+    g, u = t.linear(n, p + "mlp.gate_proj"), t.linear(n, p + "mlp.up_proj")
+    m = t.linear(t.mul(t.act(g, d.act), u), p + "mlp.down_proj")
+    return t.add(x, t.gemma_rmsnorm(m, d.hidden))  # post_feedforward_layernorm
 
 
 def gpt2_layer(t: Tape, p: str, x: Act, d: Dims, cfg: dict[str, Any]) -> Act:
@@ -178,7 +206,10 @@ def neox_layer(t: Tape, p: str, x: Act, d: Dims, cfg: dict[str, Any]) -> Act:
     drop = float(cfg.get("hidden_dropout") or 0.0)
     qkv = t.linear(t.layernorm(x, d.hidden), p + "attention.query_key_value")
     third = qkv.view(qkv.numel // 3)
-    rot = int(d.head_dim * float(cfg.get("rotary_pct", cfg.get("partial_rotary_factor", 1.0)) or 1.0))
+    # transformers 5 keeps the factor in rope_parameters; older configs name it rotary_pct
+    rope = cfg.get("rope_parameters") or {}
+    pct = rope.get("partial_rotary_factor", cfg.get("rotary_pct", cfg.get("partial_rotary_factor", 1.0)))
+    rot = int(d.head_dim * float(pct or 1.0))
     # rotary on the first `rot` dims of q and k, then cat with the rest: new q and k tensors
     q, k = t.rope(third, d.s, rot), t.rope(third, d.s, rot)
     a = t.attention(
@@ -288,6 +319,9 @@ def head_loss(t: Tape, arch: ArchRecord, x: Act, d: Dims, cfg: dict[str, Any], *
     logits = t.linear(x, out) if out in t.modules else t.new(rows * vocab, x.dtype, x.rg)
     if arch.model_type in BART_LIKE:  # + final_logits_bias (a buffer in the load dtype)
         logits = t.add(logits, t.new(vocab, t.s.dtype, False))
+    if cfg.get("final_logit_softcapping") is not None and logits.rg:  # Gemma-2: tanh keeps its output
+        logits = t.new(logits.numel, logits.dtype, True)
+        t.save(logits)
     t.cross_entropy(logits, rows, vocab, upcast=arch.model_type not in BART_LIKE)
 
 
@@ -307,9 +341,20 @@ def final_norm(t: Tape, arch: ArchRecord, x: Act, d: Dims) -> Act:
     t.part = "head"
     if arch.model_type in LLAMA_LIKE:
         return t.rmsnorm(x, d.hidden)
+    if arch.model_type in GEMMA2_LIKE:
+        return t.gemma_rmsnorm(x, d.hidden)
     if arch.model_type in (GPT2_LIKE | NEOX_LIKE):
         return t.layernorm(x, d.hidden)
     return x  # BERT and BART end on a LayerNorm inside their last layer
+
+
+def eager_masks(t: Tape, mt: str, cfg: dict[str, Any], b: int, s: int) -> tuple[Act, ...]:
+    """Eager attention gets a materialised (b, 1, s, s) additive mask in the model's dtype even for an
+    unpadded batch (transformers' create_causal_mask); Gemma-2 builds a second, sliding-window one."""
+    masks: tuple[Act, ...] = (t.global_tensor("eager_mask", b * s * s, t.s.dtype),)
+    if mt in GEMMA2_LIKE and cfg.get("sliding_window"):
+        masks += (t.global_tensor("eager_mask_sliding", b * s * s, t.s.dtype),)
+    return masks
 
 
 def replay(
@@ -333,6 +378,9 @@ def replay(
             de,
             cfg,
         )
+        dec_masks: tuple[Act, ...] = ()
+        if setup.gradient_checkpointing and setup.attn_implementation == "eager":  # the causal mask
+            dec_masks = (t.global_tensor("eager_mask", b * s_dec * s_dec, setup.dtype),)
         y = t.layernorm(embed(t, arch, b, s_dec, dd.hidden), dd.hidden)
         y = t.dropout(y, float(cfg.get("dropout") or 0.0))
         y = run_stack(
@@ -343,7 +391,7 @@ def replay(
             lambda tt, p, xx, d, c: bart_layer(tt, p, xx, d, c, enc, s),
             dd,
             cfg,
-            (enc,),
+            (enc, *dec_masks),
         )
         head_loss(t, arch, y, dd, cfg, rows=b * s_dec)
     else:
@@ -353,6 +401,7 @@ def replay(
             **dict.fromkeys(GPT2_LIKE, gpt2_layer),
             **dict.fromkeys(BERT_LIKE, bert_layer),
             **dict.fromkeys(NEOX_LIKE, neox_layer),
+            **dict.fromkeys(GEMMA2_LIKE, gemma2_layer),
         }[mt]
         x = embed(t, arch, b, s, d.hidden)
         if mt in BERT_LIKE:  # embeddings' LayerNorm and dropout
@@ -361,8 +410,11 @@ def replay(
             x = t.dropout(x, float(cfg.get("embd_pdrop") or 0.0))
         ((prefix, n),) = arch.layers_per_stack.items()
         kwargs: tuple[Act, ...] = ()
-        if mt in (LLAMA_LIKE | GPT2_LIKE) and setup.gradient_checkpointing:  # position_ids: a layer kwarg
-            kwargs = (t.global_tensor("position_ids", s, "int64"),)
+        if setup.gradient_checkpointing:  # tensors passed to every layer, held by each checkpoint
+            if mt not in BERT_LIKE:
+                kwargs += (t.global_tensor("position_ids", s, "int64"),)
+            if setup.attn_implementation == "eager" and mt not in BERT_LIKE:
+                kwargs += eager_masks(t, mt, cfg, b, s)
         x = run_stack(t, prefix, n, x, fn, d, cfg, kwargs)
         head_loss(t, arch, final_norm(t, arch, x, d), d, cfg, rows=b * s)
     return ActivationEstimate(

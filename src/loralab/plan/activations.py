@@ -212,6 +212,15 @@ class Tape:
         self.save(x32, self.new(x.numel // width, "float32", False))
         return self.new(x.numel, x.dtype, True)
 
+    def gemma_rmsnorm(self, x: Act, width: int) -> Act:
+        """Gemma2RMSNorm: like Llama's in float32, then `* (1.0 + weight.float())`: a fresh float32
+        tensor (not a parameter) that the multiplication keeps, one per call."""
+        if not x.rg:
+            return self.new(x.numel, x.dtype, False)
+        self.save(self.cast(x, "float32"), self.new(x.numel // width, "float32", False))
+        self.save(self.new(width, "float32", False))
+        return self.new(x.numel, x.dtype, True)
+
     def layernorm(self, x: Act, width: int) -> Act:
         """native_layer_norm keeps its input, mean and rstd."""
         xin = self.fp32_op(x)
@@ -268,6 +277,7 @@ class Tape:
         p: float,
         eager_fp32_softmax: bool = True,
         causal: bool = True,
+        softcap: bool = False,
     ) -> Act:
         """Attention core: the kernel transformers' attn_implementation selects."""
         rg = q.rg or k.rg or v.rg
@@ -310,6 +320,9 @@ class Tape:
             q, k = self.new(q.numel, mdt, q.rg), self.new(k.numel, mdt, k.rg)
             v = self.new(v.numel, mdt, v.rg)
         logits = self.matmul(q, k, scores, d, autocast=impl == "eager")
+        if softcap and logits.rg:  # Gemma-2's cap * tanh(scores / cap): tanh keeps its output
+            logits = self.new(logits.numel, logits.dtype, True)
+            self.save(logits)
         if impl == "eager" and (causal or self.s.padded):
             # + the additive float mask, built in the model's dtype: promotes bf16 scores under autocast
             logits = self.add(logits, self.global_tensor("float_mask", sq * sk, self.s.dtype))

@@ -18,6 +18,8 @@ from loralab.errors import ConfigError, Problem
 from loralab.plan.memory import TrainSetup
 
 DEFAULT_SEQ_LEN = 512
+# Families whose transformers classes refuse sdpa (`_supports_sdpa = False`): Gemma-2's soft-capping
+NO_SDPA = frozenset({"gemma2"})
 DEFAULT_OPTIM = "adamw_torch_fused"  # TrainingArguments.optim default in transformers 5
 
 
@@ -116,12 +118,19 @@ def setup_from_config(cfg: Any, arch: Any, ov: Overrides) -> tuple[TrainSetup, l
             sharding = Sharding(**{**sharding.__dict__, "offload_optimizer": None, "offload_param": None})
     else:
         sharding = Sharding(gpus=gpus)
+    attn = ov.attn_implementation or cfg.model.attn_implementation
+    if attn is None:
+        attn = "eager" if arch.model_type in NO_SDPA else "sdpa"
+        if attn == "eager":
+            notes.append(
+                f"attention: eager, transformers' default for {arch.model_type} (it has no sdpa path)"
+            )
     setup = TrainSetup(
         micro_batch=int(b),
         seq_len=int(s),
         gradient_accumulation_steps=int(_targs(cfg, "gradient_accumulation_steps") or 1),
         gradient_checkpointing=gc,
-        attn_implementation=ov.attn_implementation or cfg.model.attn_implementation or "sdpa",
+        attn_implementation=attn,
         load_dtype=str(load),
         autocast=autocast,
         optim=str(_targs(cfg, "optim") or DEFAULT_OPTIM),
