@@ -98,3 +98,48 @@ def build_reference_model(config: dict[str, Any], task: str, num_labels: int | N
     }[task]
     with torch.device("meta"):
         return cls.from_config(c)
+
+
+TASK_TYPE = {"causal-lm": "CAUSAL_LM", "seq-cls": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM"}
+AUTO_CLASS = {
+    "causal-lm": "AutoModelForCausalLM",
+    "seq-cls": "AutoModelForSequenceClassification",
+    "seq2seq": "AutoModelForSeq2SeqLM",
+}
+
+
+def tiny_peft(
+    family: str,
+    task: str,
+    *,
+    dtype: str = "float32",
+    impl: str = "sdpa",
+    gc: bool = False,
+    **lora: Any,
+) -> tuple[Any, Any]:
+    """A tiny random model of `family` with PEFT's LoRA (r=8 on all linear layers unless `lora`
+    says otherwise), in training mode, and loralab's plan of the same config from its arch record."""
+    import torch
+    import transformers
+    from peft import LoraConfig, get_peft_model
+
+    from loralab.arch.introspect import introspect
+    from loralab.plan.planner import build_plan
+
+    cfg = dict(TINY[family])
+    c = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    torch.manual_seed(0)
+    model = getattr(transformers, AUTO_CLASS[task]).from_config(c, attn_implementation=impl)
+    model = model.to(getattr(torch, dtype))
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = 0
+    kw = {"task_type": TASK_TYPE[task], "r": 8, "target_modules": "all-linear", **lora}
+    record = introspect(
+        model.config.to_dict(), task=task, num_labels=2 if task == "seq-cls" else None, model_id="tiny"
+    )
+    plan = build_plan(record, dict(kw), load_dtype=dtype)
+    model = get_peft_model(model, LoraConfig(**kw))
+    if gc:
+        model.activation_checkpointing_enable()
+    model.train()
+    return model, plan

@@ -13,18 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from plan_tiny_models import TINY
+from plan_tiny_models import tiny_peft
 
-from loralab.arch.introspect import introspect
 from loralab.plan.activation_models import estimate_activations
 from loralab.plan.activations import ActivationSetup
-from loralab.plan.planner import build_plan
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
-
-TASK_TYPE = {"causal-lm": "CAUSAL_LM", "seq-cls": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM"}
 
 
 def measured_and_estimated(
@@ -42,26 +38,7 @@ def measured_and_estimated(
     from loralab.plan.measure import twin_batch
     from loralab.plan.saved import forward_saving
 
-    cfg = dict(TINY[family])
-    c = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    cls = {
-        "causal-lm": transformers.AutoModelForCausalLM,
-        "seq-cls": transformers.AutoModelForSequenceClassification,
-        "seq2seq": transformers.AutoModelForSeq2SeqLM,
-    }[task]
-    torch.manual_seed(0)
-    model = cls.from_config(c, attn_implementation=impl).to(getattr(torch, dtype))
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = 0
-    kw = {"task_type": TASK_TYPE[task], "r": 8, "target_modules": "all-linear", **lora}
-    record = introspect(
-        model.config.to_dict(), task=task, num_labels=2 if task == "seq-cls" else None, model_id="tiny"
-    )
-    plan = build_plan(record, dict(kw))
-    model = peft.get_peft_model(model, peft.LoraConfig(**kw))
-    if gc:
-        model.activation_checkpointing_enable()
-    model.train()
+    model, plan = tiny_peft(family, task, dtype=dtype, impl=impl, gc=gc, **lora)
     batch = twin_batch(model, task, b, s)
 
     def run() -> Any:

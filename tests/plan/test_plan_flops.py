@@ -12,23 +12,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from plan_tiny_models import TINY
+from plan_tiny_models import tiny_peft
 
-from loralab.arch.introspect import introspect
 from loralab.plan.activation_models import estimate_activations
 from loralab.plan.activations import ActivationSetup
-from loralab.plan.planner import build_plan
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
-
-TASK_TYPE = {"causal-lm": "CAUSAL_LM", "seq-cls": "SEQ_CLS", "seq2seq": "SEQ_2_SEQ_LM"}
-CLS = {
-    "causal-lm": "AutoModelForCausalLM",
-    "seq-cls": "AutoModelForSequenceClassification",
-    "seq2seq": "AutoModelForSeq2SeqLM",
-}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -69,21 +60,7 @@ def counted_and_estimated(
 
     from loralab.plan.measure import twin_batch
 
-    cfg = dict(TINY[family])
-    c = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    torch.manual_seed(0)
-    model = getattr(transformers, CLS[task]).from_config(c, attn_implementation=impl)
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = 0
-    kw = {"task_type": TASK_TYPE[task], "r": 8, "target_modules": "all-linear", **lora}
-    record = introspect(
-        model.config.to_dict(), task=task, num_labels=2 if task == "seq-cls" else None, model_id="tiny"
-    )
-    plan = build_plan(record, dict(kw))
-    model = peft.get_peft_model(model, peft.LoraConfig(**kw))
-    if gc:
-        model.activation_checkpointing_enable()
-    model.train()
+    model, plan = tiny_peft(family, task, impl=impl, gc=gc, **lora)
     batch = twin_batch(model, task, b, s)
     with FlopCounterMode(display=False) as counter:
         loss = model(**batch).loss

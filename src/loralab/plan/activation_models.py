@@ -58,12 +58,13 @@ def dims(cfg: dict[str, Any], b: int, s: int, *, prefix: str = "") -> Dims:
 # ---- layers --------------------------------------------------------------------------------------
 
 
-def llama_layer(t: Tape, p: str, x: Act, d: Dims, cfg: dict[str, Any]) -> Act:
-    """LlamaDecoderLayer (Qwen3 adds q_norm/k_norm over head_dim before rotary)."""
-    n = t.rmsnorm(x, d.hidden)  # input_layernorm
+def _rotary_attention(
+    t: Tape, p: str, n: Act, d: Dims, cfg: dict[str, Any], norm: Callable[..., Act] | None
+) -> Act:
+    """q/k/v projections, optional per-head q/k norms (Qwen3), rotary, attention, o_proj."""
     q, k, v = (t.linear(n, p + f"self_attn.{m}_proj") for m in "qkv")
-    if p + "self_attn.q_norm" in t.modules:
-        q, k = t.rmsnorm(q, d.head_dim), t.rmsnorm(k, d.head_dim)
+    if norm is not None and p + "self_attn.q_norm" in t.modules:
+        q, k = norm(q, d.head_dim), norm(k, d.head_dim)
     q, k = t.rope(q, d.s, d.head_dim), t.rope(k, d.s, d.head_dim)
     a = t.attention(
         q,
@@ -76,39 +77,30 @@ def llama_layer(t: Tape, p: str, x: Act, d: Dims, cfg: dict[str, Any]) -> Act:
         sk=d.s,
         d=d.head_dim,
         p=float(cfg.get("attention_dropout") or 0.0),
+        softcap=cfg.get("attn_logit_softcapping") is not None,  # Gemma-2: cap * tanh(scores / cap)
     )
-    x = t.add(x, t.linear(a, p + "self_attn.o_proj"))
-    n = t.rmsnorm(x, d.hidden)  # post_attention_layernorm
+    return t.linear(a, p + "self_attn.o_proj")
+
+
+def _gated_mlp(t: Tape, p: str, n: Act, d: Dims) -> Act:
     g, u = t.linear(n, p + "mlp.gate_proj"), t.linear(n, p + "mlp.up_proj")
-    m = t.mul(t.act(g, d.act), u)
-    return t.add(x, t.linear(m, p + "mlp.down_proj"))
+    return t.linear(t.mul(t.act(g, d.act), u), p + "mlp.down_proj")
+
+
+def llama_layer(t: Tape, p: str, x: Act, d: Dims, cfg: dict[str, Any]) -> Act:
+    """LlamaDecoderLayer (Qwen3 adds q_norm/k_norm over head_dim before rotary)."""
+    x = t.add(x, _rotary_attention(t, p, t.rmsnorm(x, d.hidden), d, cfg, t.rmsnorm))  # input_layernorm
+    return t.add(x, _gated_mlp(t, p, t.rmsnorm(x, d.hidden), d))  # post_attention_layernorm
 
 
 def gemma2_layer(t: Tape, p: str, x: Act, d: Dims, cfg: dict[str, Any]) -> Act:
     """Gemma2DecoderLayer: Llama's layer with a norm after attention and after the MLP too, and
     tanh soft-capping of the attention scores (eager; transformers has no sdpa path for it)."""
-    n = t.gemma_rmsnorm(x, d.hidden)  # input_layernorm
-    q, k, v = (t.linear(n, p + f"self_attn.{m}_proj") for m in "qkv")
-    q, k = t.rope(q, d.s, d.head_dim), t.rope(k, d.s, d.head_dim)
-    a = t.attention(
-        q,
-        k,
-        v,
-        b=d.b,
-        heads=d.heads,
-        kv_heads=d.kv_heads,
-        sq=d.s,
-        sk=d.s,
-        d=d.head_dim,
-        p=float(cfg.get("attention_dropout") or 0.0),
-        softcap=cfg.get("attn_logit_softcapping") is not None,
-    )
-    o = t.gemma_rmsnorm(t.linear(a, p + "self_attn.o_proj"), d.hidden)  # post_attention_layernorm
-    x = t.add(x, o)
-    n = t.gemma_rmsnorm(x, d.hidden)  # pre_feedforward_layernorm
-    g, u = t.linear(n, p + "mlp.gate_proj"), t.linear(n, p + "mlp.up_proj")
-    m = t.linear(t.mul(t.act(g, d.act), u), p + "mlp.down_proj")
-    return t.add(x, t.gemma_rmsnorm(m, d.hidden))  # post_feedforward_layernorm
+    norm = t.gemma_rmsnorm
+    # input_layernorm, then post_attention_layernorm on the attention output
+    x = t.add(x, norm(_rotary_attention(t, p, norm(x, d.hidden), d, cfg, None), d.hidden))
+    # pre_feedforward_layernorm, then post_feedforward_layernorm on the MLP output
+    return t.add(x, norm(_gated_mlp(t, p, norm(x, d.hidden), d), d.hidden))
 
 
 def gpt2_layer(t: Tape, p: str, x: Act, d: Dims, cfg: dict[str, Any]) -> Act:
