@@ -12,11 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from loralab.arch.records import ArchRecord, ModuleRecord, name_pattern
+from loralab.config.models import TASK_TO_TASK_TYPE
 from loralab.errors import ConfigError, Problem
 from loralab.plan.planner import Plan, build_plan
 from loralab.plan.render import plan_to_json, print_plan
-
-_TASK_TYPES = {"seq-cls": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 
 
 def plan_from_config(config: Path, *, with_options: bool = True) -> tuple[Plan, list[str]]:
@@ -52,7 +51,7 @@ def load_and_plan(config: Path, *, with_options: bool = True) -> tuple[Any, Plan
     )
     lora = dict(cfg.lora_config_dict())
     # The PeftModel class (and so the heads added to modules_to_save) follows the task.
-    lora.setdefault("task_type", _TASK_TYPES[m.task])
+    lora.setdefault("task_type", TASK_TO_TASK_TYPE[m.task])
     dtype = m.torch_dtype if m.torch_dtype not in (None, "auto") else None
     plan = build_plan(arch, lora, source=str(config), load_dtype=dtype, with_options=with_options)
     return cfg, plan, list(cfg.notes)
@@ -131,7 +130,7 @@ def plan_extras(cfg: Any, plan: Plan, extra: PlanExtras, config: Path) -> tuple[
         budget = gpu_table_memory(extra.gpu) or detected_gpu_memory()
     memory = estimate_memory(plan, hf_cfg, setup, budget=budget)
     memory.notes[:0] = setup_notes
-    time_est = plan_time(cfg, plan, hf_cfg, setup, extra) if memory.modelled else None
+    time_est = plan_time(cfg, memory, extra) if memory.modelled else None
     measured = None
     if extra.measure:
         from loralab.plan.measure import measure_twin
@@ -149,19 +148,19 @@ def gpu_table_memory(name: str | None) -> int | None:
     return int(spec[1] * 2**30) if spec else None
 
 
-def plan_time(cfg: Any, plan: Plan, hf_cfg: dict[str, Any], setup: Any, extra: PlanExtras) -> Any:
-    """Hours for the configured epochs; tokens from --tokens, else from data.train_file."""
+def plan_time(cfg: Any, memory: Any, extra: PlanExtras) -> Any:
+    """Hours for the configured epochs; tokens from --tokens, else from data.train_file. The FLOPs
+    come from the replay the memory estimate already ran."""
     from loralab.plan.timing import estimate_time
 
     epochs = float(cfg.training_args.get("num_train_epochs") or 3.0)  # TrainingArguments' default
     if extra.tokens:
         tokens, source = int(extra.tokens), "--tokens (per epoch)"
     else:
-        tokens, source = data_tokens(cfg, setup.seq_len)
+        tokens, source = data_tokens(cfg, memory.setup.seq_len)
     return estimate_time(
-        plan,
-        hf_cfg,
-        setup,
+        memory.activations,
+        memory.setup,
         tokens_per_epoch=tokens,
         tokens_source=source,
         epochs=epochs,
@@ -257,9 +256,9 @@ def run_modules(
 
     if task is None:
         task = default_task(resolve_model(model, trust_remote_code=trust_remote_code).config)
-    if task not in _TASK_TYPES:
+    if task not in TASK_TO_TASK_TYPE:
         raise ConfigError(
-            [Problem("--task", "", f"unknown task {task!r}", "use one of " + ", ".join(_TASK_TYPES))]
+            [Problem("--task", "", f"unknown task {task!r}", "use one of " + ", ".join(TASK_TO_TASK_TYPE))]
         )
     if task == "seq-cls" and num_labels is None:
         num_labels = 2

@@ -13,6 +13,7 @@ config trains in bf16/fp16), backward, one optimizer step of the configured opti
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,7 +154,7 @@ def measure_twin(cfg: Any, plan: Any, setup: Any) -> TwinComparison:
     """Build the twin of `cfg`'s model, estimate and measure one training step, compare."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     from loralab.arch.introspect import introspect
     from loralab.arch.resolve import resolve_model
@@ -165,8 +166,9 @@ def measure_twin(cfg: Any, plan: Any, setup: Any) -> TwinComparison:
     m = cfg.model
     task = m.task
     resolved = resolve_model(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code)
-    raw = {k: v for k, v in resolved.config.items() if k not in ("architectures", "transformers_version")}
-    hf = AutoConfig.for_model(raw.pop("model_type"), **raw)
+    # As preflight and introspection build it; the deep copy keeps transformers' in-place edits of
+    # nested dicts (rope_scaling) out of resolve_model's per-process cache.
+    hf = CONFIG_MAPPING[str(resolved.config["model_type"])].from_dict(copy.deepcopy(resolved.config))
     tcfg = twin_config(hf, task, m.num_labels)
     tcfg._attn_implementation = setup.attn_implementation
     device = "cuda" if torch.cuda.is_available() else "cpu"

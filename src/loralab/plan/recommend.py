@@ -24,16 +24,15 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from loralab.config.models import TASK_TO_TASK_TYPE, Task
 from loralab.plan.memory import MemoryEstimate, TrainSetup, estimate_memory
 from loralab.plan.planner import Plan, build_plan
-
-TASK_TYPES = {"seq-cls": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 
 
 @dataclass
 class Request:
     model: str
-    task: str
+    task: Task
     num_labels: int | None
     rows: int
     gpu_mem: int  # bytes per GPU
@@ -85,7 +84,7 @@ def recommend(req: Request, arch: Any, hf_cfg: dict[str, Any]) -> Recommendation
     alpha = 2 * r if not rslora else 2 * math.isqrt(r)
     targets = block_linear_targets(arch)
     lora: dict[str, Any] = {
-        "task_type": TASK_TYPES[req.task],
+        "task_type": TASK_TO_TASK_TYPE[req.task],
         "r": r,
         "lora_alpha": alpha,
         "lora_dropout": 0.1 if req.rows < 10_000 else 0.05,
@@ -351,6 +350,9 @@ def run_recommend(
 
     resolved = resolve_model(model)
     task = task or default_task(resolved.config)
+    if task not in TASK_TO_TASK_TYPE:
+        choices = ", ".join(TASK_TO_TASK_TYPE)
+        raise ConfigError([Problem("--task", "", f"unknown task {task!r}", f"use one of {choices}")])
     if task == "seq-cls" and not num_labels:
         raise ConfigError(
             [
@@ -362,14 +364,7 @@ def run_recommend(
                 )
             ]
         )
-    if rows is None:
-        if data is None:
-            raise ConfigError(
-                [Problem("--rows", "", "the training-set size is unknown", "pass --rows N or --data FILE")]
-            )
-        from loralab.data import read_rows
-
-        rows = len(read_rows(Path(data)).rows)
+    rows = _training_rows(rows, data)
     arch = get_arch_record(model, task=task, num_labels=num_labels)
     from loralab.plan.activation_models import SUPPORTED
 
@@ -411,14 +406,37 @@ def run_recommend(
             "config": rec.config,
         }
         sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-        return rec
+    else:
+        _print_recommendation(rec, req, console, out_path)
+    return rec
+
+
+def _training_rows(rows: int | None, data: str | None) -> int:
+    """--rows, else the usable rows of --data."""
+    from pathlib import Path
+
+    from loralab.errors import ConfigError, Problem
+
+    if rows is not None:
+        return rows
+    if data is None:
+        raise ConfigError(
+            [Problem("--rows", "", "the training-set size is unknown", "pass --rows N or --data FILE")]
+        )
+    from loralab.data import read_rows
+
+    return len(read_rows(Path(data)).rows)
+
+
+def _print_recommendation(rec: Recommendation, req: Request, console: Any, out_path: str | None) -> None:
     from rich.table import Table
 
     from loralab.plan.render import print_plan
     from loralab.plan.render_memory import print_memory
 
     t = Table(
-        title=f"Recommendation for {model} ({task}, {rows:,} rows, {gpus} x {req.gpu_mem / 2**30:.0f} GiB)",
+        title=f"Recommendation for {req.model} ({req.task}, {req.rows:,} rows, "
+        f"{req.gpus} x {req.gpu_mem / 2**30:.0f} GiB)",
         title_justify="left",
     )
     t.add_column("setting")
@@ -434,4 +452,3 @@ def run_recommend(
         console.print(
             f"wrote {out_path} (add data.train_file and the text/label fields, then `loralab train`)"
         )
-    return rec

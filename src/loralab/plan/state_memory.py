@@ -282,12 +282,9 @@ def state_memory(
         per["trainable"] = t_bytes // n
     per["gradients"] = grads
     per["optimizer"] = states
-    notes.append(
-        f"ZeRO-{stage} over {n} GPU(s): "
-        + ("optimizer states" if stage == 1 else "optimizer states and gradients" if stage == 2 else "")
-        + ("optimizer states, gradients and weights" if stage >= 3 else "")
-        + (" sharded" if stage >= 1 else "nothing sharded")
-    )
+    sharded = ("nothing", "optimizer states", "optimizer states and gradients")
+    what = sharded[stage] if stage < 3 else "optimizer states, gradients and weights"
+    notes.append(f"ZeRO-{stage} over {n} GPU(s): {what} sharded")
     # host RAM per process (rank): each rank offloads its own partition
     if sh.offload_optimizer:
         host["optimizer"] = states

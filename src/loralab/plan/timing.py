@@ -78,15 +78,6 @@ class TimeEstimate:
         }
 
 
-def step_flops(plan: Any, cfg: dict[str, Any], act_setup: Any) -> tuple[int, int, int, int]:
-    """(forward, backward, recompute, tokens) of one micro-batch."""
-    from loralab.plan.activation_models import estimate_activations
-
-    est = estimate_activations(plan, cfg, act_setup)
-    tokens = act_setup.micro_batch * act_setup.seq_len
-    return est.flops_forward, est.flops_backward, est.flops_recompute, tokens
-
-
 def sustained_rate(tflops: float | None, gpu: str | None, mfu: float | None) -> tuple[float, str]:
     """TFLOP/s per GPU to divide by, and where it came from."""
     if tflops:
@@ -102,8 +93,7 @@ def sustained_rate(tflops: float | None, gpu: str | None, mfu: float | None) -> 
 
 
 def estimate_time(
-    plan: Any,
-    cfg: dict[str, Any],
+    act: Any,
     setup: Any,
     *,
     tokens_per_epoch: int,
@@ -113,13 +103,14 @@ def estimate_time(
     gpu: str | None = None,
     mfu: float | None = None,
 ) -> TimeEstimate:
-    fwd, bwd, rec, tokens = step_flops(plan, cfg, setup.activation_setup())
+    """Time from the step's FLOPs in `act` (the ActivationEstimate of one micro-batch of `setup`)."""
+    fwd, bwd, rec = act.flops_forward, act.flops_backward, act.flops_recompute
     rate, source = sustained_rate(tflops, gpu, mfu)
     notes = []
     if setup.gradient_checkpointing:
         notes.append("gradient checkpointing: each layer's forward runs again in backward")
     return TimeEstimate(
-        flops_per_token=(fwd + bwd + rec) / tokens,
+        flops_per_token=(fwd + bwd + rec) / (setup.micro_batch * setup.seq_len),
         flops_forward=fwd,
         flops_backward=bwd,
         flops_recompute=rec,
