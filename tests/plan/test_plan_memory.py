@@ -134,3 +134,20 @@ def test_a_family_without_activation_model_gives_a_lower_bound(tmp_path: Path) -
     assert any("'phi'" in n and "lower bound" in n for n in roomy.notes)
     tight = estimate_memory(plan, hf, setup, budget=parse_size("512MiB"))
     assert tight.fits is False  # the allowance alone exceeds 512 MiB
+
+
+def test_tokens_per_epoch_are_the_training_texts_tokenized_and_truncated() -> None:
+    import csv
+
+    from loralab.config import load_experiment
+    from loralab.plan.command import data_tokens
+    from loralab.train.loading import load_tokenizer
+
+    cfg = load_experiment(ROOT / "examples" / "smollm2-seqcls-tweets.yaml")
+    tokens, source = data_tokens(cfg, 96)
+    # reference: the CSV read with the csv module, every text tokenized alone, cut at max_length 96
+    with open(ROOT / "examples" / "data" / "healthtweets-train.csv", encoding="utf-8", newline="") as f:
+        texts = [r["text"] for r in csv.DictReader(f)]
+    tok = load_tokenizer(cfg)
+    assert tokens == sum(min(len(tok(t)["input_ids"]), 96) for t in texts)
+    assert f"{len(texts):,} rows" in source
