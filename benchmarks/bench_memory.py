@@ -31,7 +31,7 @@ DEFAULT = [
 
 def main(argv: list[str]) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from loralab.plan.command import load_and_plan
+    from loralab.plan.experiment import load_and_plan
     from loralab.plan.measure import measure_twin
     from loralab.plan.setup import Overrides, setup_from_config
 

@@ -39,7 +39,7 @@ print(get_peft_model(m, lc).get_nb_trainable_parameters()[0])
 
 LORALAB = """
 import sys
-from loralab.plan.command import plan_from_config
+from loralab.plan.experiment import plan_from_config
 plan, _ = plan_from_config(__import__("pathlib").Path({config!r}))
 assert "torch" not in sys.modules, "plan imported torch"
 print(plan.counts.trainable_params)

@@ -9,4 +9,6 @@ bash scripts/install_browser.sh || true
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/ruff format --check src tests benchmarks
 .venv/bin/mypy
+# The stages import one way: the layers contract in pyproject.toml ([tool.importlinter]).
+.venv/bin/lint-imports --no-cache
 .venv/bin/python -m pytest "$@"

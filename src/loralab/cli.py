@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +10,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from loralab import __version__
 from loralab.cli_errors import format_error
+from loralab.commands.plan import PlanExtras, run_modules, run_plan
+from loralab.commands.recommend import run_recommend
+from loralab.evaluate.predictions_file import score_predictions
+from loralab.evaluate.render import print_metrics
+from loralab.io import print_json
+from loralab.plan.setup import Overrides
 
 app = typer.Typer(
     add_completion=False,
@@ -29,9 +35,19 @@ Task = Annotated[
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"loralab {__version__}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print loralab's version."),
+    ] = False,
 ) -> None:
     _state["debug"] = debug
 
@@ -86,9 +102,6 @@ def plan(
     without loading weights."""
 
     def go() -> None:
-        from loralab.plan.command import PlanExtras, run_plan
-        from loralab.plan.setup import Overrides
-
         ov = Overrides(
             micro_batch=micro_batch,
             seq_len=seq_len,
@@ -125,8 +138,6 @@ def recommend(
     """Rank, alpha, targets, layers, batch, learning rate, precision and checkpointing that fit the budget."""
 
     def go() -> None:
-        from loralab.plan.recommend import run_recommend
-
         run_recommend(
             model,
             task=task,
@@ -157,8 +168,6 @@ def modules(
     """The linear-like modules of MODEL (names, shapes, kinds) to choose target_modules from."""
 
     def go() -> None:
-        from loralab.plan.command import run_modules
-
         run_modules(
             model,
             task=task,
@@ -191,6 +200,7 @@ def train_cmd(
     """Fine-tune with LoRA: preflight checks, then training, evaluation and the run record."""
 
     def go() -> None:
+        # train imports torch, transformers and peft (seconds): only `loralab train` pays for them.
         from loralab.train.run import launch_distributed, train
 
         num = 1 if check else num_processes  # the checks run once, in this process
@@ -219,7 +229,7 @@ def demo(
     """The whole loop on MiniLM-L6 and Banking77 on CPU: train, evaluate, summary table."""
 
     def go() -> None:
-        from loralab.demo import run_demo
+        from loralab.demo import run_demo  # imports train (torch), see train_cmd
 
         run_demo(output, quiet=quiet)
 
@@ -245,13 +255,13 @@ def evaluate(
     """Per-class, frequency-bucketed metrics with confidence intervals; Korean-aware ROUGE."""
 
     def go() -> None:
-        from loralab.evaluate.render import print_metrics
-        from loralab.evaluate.run_eval import evaluate_run, score_predictions
-
         if predictions is not None:
             metrics = score_predictions(predictions, task=task, rouge_tokenizer=rouge_tokenizer)
             where = None
         elif run_dir is not None:
+            # predict reloads the model (torch, transformers, peft): only a run's evaluation pays for it.
+            from loralab.predict import evaluate_run
+
             metrics, where = evaluate_run(run_dir, data=data, split=split)
         else:
             raise typer.BadParameter("give a RUN_DIR or --predictions FILE")
@@ -273,17 +283,13 @@ def report(
     """A Markdown and a self-contained HTML report of one run or a comparison of several."""
 
     def go() -> None:
-        from loralab.report import build_report
+        from loralab.report import build_report  # matplotlib (about a second): only reports need it
 
         target = out_dir or (run_dirs[0] / "report")
         paths = build_report(list(run_dirs), target)
         out.print(f"report: {paths.markdown}\n        {paths.html}")
 
     _run(go)
-
-
-def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def main() -> None:

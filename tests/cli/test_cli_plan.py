@@ -121,7 +121,7 @@ def test_modules_unknown_task_is_a_clear_error() -> None:
 
 @pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_example_loads_and_plans(example: Path) -> None:
-    from loralab.plan.command import plan_from_config
+    from loralab.plan.experiment import plan_from_config
 
     plan, _notes = plan_from_config(example)
     assert plan.counts.trainable_params > 0

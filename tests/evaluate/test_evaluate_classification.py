@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
+from loralab.evaluate.bootstrap import bootstrap_cis, per_class_f1
 from loralab.evaluate.classification import (
-    _f1_per_class,
-    bootstrap_cis,
     confusion_pairs,
     evaluate_classification,
     expected_calibration_error,
@@ -70,7 +69,7 @@ def test_bootstrap_resamples_equal_sklearn_on_each_resample() -> None:
     g, p = np.array(gold), np.array(pred)
     rng = np.random.default_rng(11)
     idx = rng.integers(0, len(g), size=(4, len(g)))
-    f1, support = _f1_per_class(g[idx], p[idx], 5)
+    f1, support = per_class_f1(g[idx], p[idx], 5)
     for row in range(4):
         ref = f1_score(g[idx[row]], p[idx[row]], labels=list(range(5)), average=None, zero_division=0)
         assert f1[row] == pytest.approx(ref)

@@ -19,7 +19,7 @@ SEED000 = ROOT / "examples" / "seed000-qwen3-8b-phase1-attention.yaml"
 
 def _seed000() -> tuple[Any, Any, dict[str, Any]]:
     from loralab.arch.resolve import resolve_model
-    from loralab.plan.command import load_and_plan
+    from loralab.plan.experiment import load_and_plan
 
     cfg, plan, _ = load_and_plan(SEED000, with_options=False)
     return cfg, plan, resolve_model("Qwen/Qwen3-8B").config
@@ -77,7 +77,7 @@ def test_largest_micro_batch_and_length_are_the_boundary() -> None:
 
 def test_transient_is_the_larger_of_the_loss_and_a_layer_backward_by_hand() -> None:
     from loralab.plan.activations import ActivationEstimate
-    from loralab.plan.command import load_and_plan
+    from loralab.plan.experiment import load_and_plan
 
     _, plan, _ = load_and_plan(ROOT / "examples" / "smollm2-sft-korean.yaml", with_options=False)
     hf = {"hidden_size": 576, "vocab_size": 49152}
@@ -112,7 +112,7 @@ def test_a_family_without_activation_model_gives_a_lower_bound(tmp_path: Path) -
     import json
 
     from loralab.arch.resolve import resolve_model
-    from loralab.plan.command import load_and_plan
+    from loralab.plan.experiment import load_and_plan
 
     folder = tmp_path / "tiny-phi"
     folder.mkdir()
@@ -139,8 +139,8 @@ def test_a_family_without_activation_model_gives_a_lower_bound(tmp_path: Path) -
 def test_tokens_per_epoch_are_the_training_texts_tokenized_and_truncated() -> None:
     import csv
 
+    from loralab.commands.plan import data_tokens
     from loralab.config import load_experiment
-    from loralab.plan.command import data_tokens
     from loralab.train.loading import load_tokenizer
 
     cfg = load_experiment(ROOT / "examples" / "smollm2-seqcls-tweets.yaml")

@@ -7,7 +7,8 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from loralab.plan.recommend import rank_for, run_recommend
+from loralab.commands.recommend import run_recommend
+from loralab.plan.recommend import rank_for
 
 
 def _recommend(tmp_path: Path, gpu_mem: str, gpus: int) -> tuple[object, Path]:
@@ -31,7 +32,7 @@ def _recommend(tmp_path: Path, gpu_mem: str, gpus: int) -> tuple[object, Path]:
 
 def _plan_total(path: Path, gpus: int) -> tuple[int, bool | None]:
     from loralab.arch.resolve import resolve_model
-    from loralab.plan.command import load_and_plan
+    from loralab.plan.experiment import load_and_plan
     from loralab.plan.memory import estimate_memory
     from loralab.plan.setup import Overrides, setup_from_config
 

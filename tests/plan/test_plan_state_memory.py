@@ -125,7 +125,7 @@ def test_deepspeed_auto_resolves_from_training_args() -> None:
 def _seed000_plan() -> Any:
     from pathlib import Path
 
-    from loralab.plan.command import plan_from_config
+    from loralab.plan.experiment import plan_from_config
 
     root = Path(__file__).resolve().parents[2]
     plan, _ = plan_from_config(root / "examples" / "seed000-qwen3-8b-phase1-attention.yaml")

@@ -135,14 +135,3 @@ def rename_record(rec: ArchRecord) -> ArchRecord:
             ],
         }
     )
-
-
-def introspect_exaone(
-    config: dict[str, Any], *, task: str, num_labels: int | None, model_id: str
-) -> ArchRecord:
-    from loralab.arch.introspect import UnsupportedTaskError, introspect
-
-    if task == "seq2seq":
-        raise UnsupportedTaskError(f"'{model_id}' (exaone) is decoder-only: it has no seq2seq model class")
-    rec = introspect(llama_equivalent(config), task=task, num_labels=num_labels, model_id=model_id)
-    return rename_record(rec)

@@ -7,10 +7,11 @@ plan served from the record cache must never pay for importing them.
 
 from __future__ import annotations
 
-import copy
 import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
+from loralab.arch.exaone import llama_equivalent, rename_record
+from loralab.arch.hf import AUTO_CLASSES, auto_class, hf_config_from_dict, known_model_type
 from loralab.arch.kinds import HEAD_NAMES, PEFT_SEQ_CLS_HEAD_NAMES, in_subtree, is_norm_class, module_kind
 from loralab.arch.records import ArchRecord, ModuleRecord, ParamRecord, peft_layer_index
 from loralab.errors import LoralabError
@@ -24,12 +25,6 @@ TASKS = ("seq-cls", "causal-lm", "seq2seq")
 # label dimension can be found again and substituted (`ArchRecord.with_num_labels`): one cached
 # record then serves every num_labels. The next prime is tried if a model happens to use one.
 LABEL_SENTINELS = (7919, 7927, 7933, 7937, 7949, 7951)
-
-_AUTO_CLASSES = {
-    "seq-cls": "AutoModelForSequenceClassification",
-    "causal-lm": "AutoModelForCausalLM",
-    "seq2seq": "AutoModelForSeq2SeqLM",
-}
 
 
 class ArchitectureError(LoralabError):
@@ -64,9 +59,13 @@ def introspect(
     if not isinstance(model_type, str) or not model_type:
         raise ArchitectureError(f"config of '{model_id}' has no model_type")
     if model_type == "exaone":
-        from loralab.arch.exaone import introspect_exaone
-
-        return introspect_exaone(config, task=task, num_labels=num_labels, model_id=model_id)
+        # EXAONE 3.x is not in transformers: introspect the shape-identical Llama, rename its modules.
+        if task == "seq2seq":
+            raise UnsupportedTaskError(
+                f"'{model_id}' (exaone) is decoder-only: it has no seq2seq model class"
+            )
+        llama = introspect(llama_equivalent(config), task=task, num_labels=num_labels, model_id=model_id)
+        return rename_record(llama)
 
     if task != "seq-cls":
         model = build_meta_model(
@@ -120,23 +119,21 @@ def build_meta_model(
     config: dict[str, Any], *, task: str, num_labels: int | None, model_id: str, trust: bool = False
 ) -> nn.Module:
     """The transformers model for `task` on the meta device (no memory, no weights)."""
+    # torch/transformers: seconds to import; only a record cache miss builds a model
     import torch
     import transformers
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     model_type = str(config.get("model_type"))
-    auto = getattr(transformers, _AUTO_CLASSES[task])
-    if model_type in CONFIG_MAPPING:
+    auto = auto_class(task)
+    if known_model_type(config):
         try:
-            # Deep copy: transformers edits nested dicts in place (rope_scaling gains rope_theta), which
-            # would change the caller's config and with it the record's cache key.
-            cfg = CONFIG_MAPPING[model_type].from_dict(copy.deepcopy(config))
+            cfg = hf_config_from_dict(config)
         except (TypeError, ValueError, KeyError) as e:
             raise ArchitectureError(f"config of '{model_id}' is not a valid {model_type} config: {e}") from e
         if type(cfg) not in auto._model_mapping:
             raise UnsupportedTaskError(
                 f"'{model_id}' ({model_type}) has no {task} model class in transformers "
-                f"{transformers.__version__} ({_AUTO_CLASSES[task]} does not support it)"
+                f"{transformers.__version__} ({AUTO_CLASSES[task]} does not support it)"
             )
     elif not trust:
         raise RemoteCodeError(
@@ -146,10 +143,10 @@ def build_meta_model(
         )
     else:
         cfg = _remote_config(model_id, model_type)
-        if _AUTO_CLASSES[task] not in (getattr(cfg, "auto_map", None) or {}):
+        if AUTO_CLASSES[task] not in (getattr(cfg, "auto_map", None) or {}):
             raise UnsupportedTaskError(
                 f"'{model_id}' ({model_type}, remote code) has no {task} model class "
-                f"({_AUTO_CLASSES[task]} is not in its auto_map)"
+                f"({AUTO_CLASSES[task]} is not in its auto_map)"
             )
     if num_labels is not None:
         cfg.num_labels = num_labels
@@ -164,6 +161,7 @@ def build_meta_model(
 
 
 def _remote_config(model_id: str, model_type: str) -> Any:
+    # torch/transformers: seconds to import; only a record cache miss builds a model
     from transformers import AutoConfig
 
     try:
@@ -235,6 +233,7 @@ def _embedding_name(model: nn.Module, getter: str, modules_by_id: dict[int, str]
 
 
 def _walk(model: nn.Module, head_prefixes: list[str]) -> tuple[list[ModuleRecord], int]:
+    # torch/transformers: seconds to import; only a record cache miss builds a model
     from torch import nn
     from transformers.pytorch_utils import Conv1D
 
@@ -279,6 +278,7 @@ def _walk(model: nn.Module, head_prefixes: list[str]) -> tuple[list[ModuleRecord
 
 def _layer_stacks(model: nn.Module) -> dict[str, int]:
     """ModuleLists of transformer blocks (not lists nested inside a block, such as MoE experts)."""
+    # torch/transformers: seconds to import; only a record cache miss builds a model
     from torch import nn
     from transformers.pytorch_utils import Conv1D
 

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 from loralab.arch.bundled import bundled_ids, find_bundled
 from loralab.errors import ModelResolutionError
+from loralab.models import resolve_local_alias  # torch-free unless an alias needs converting
 
 Source = Literal["local", "bundled", "hub"]
 
@@ -65,8 +66,6 @@ _RESOLVED: dict[tuple[str, str | None], ResolvedModel] = {}
 def _resolve(name: str, revision: str | None) -> ResolvedModel:
     if not name:
         raise ModelResolutionError("model.name_or_path is empty")
-    from loralab.models import resolve_local_alias  # torch-free unless an alias needs converting
-
     alias = resolve_local_alias(name)
     local = _resolve_local(str(alias) if alias is not None else name)
     if local is not None:

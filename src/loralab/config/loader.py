@@ -143,6 +143,14 @@ def load_experiment(path: str | Path, *, schemas: Schemas | None = None) -> Expe
     data = build_data(raw.get("data"), ctx)
     tracking = build_tracking(raw.get("tracking"), ctx)
     experiment = build_experiment(raw.get("experiment"), ctx)
+    if model.task == "seq-cls" and model.num_labels is None and not (data.train_file and data.label_field):
+        # As transformers' run_classification.py does, the label count comes from the training labels.
+        ctx.problem(
+            "model.num_labels",
+            "model.num_labels is required for seq-cls without data.train_file and data.label_field "
+            "(it sizes the classification head)",
+            "set it to the number of classes (e.g. num_labels: 260), or data.train_file and data.label_field",
+        )
     if ctx.problems:
         raise ConfigError(ctx.problems)
     return ExperimentConfig(

@@ -18,6 +18,10 @@ TASK_TYPE_TO_TASK: dict[str, Task] = {
     "SEQ_2_SEQ_LM": "seq2seq",
 }
 TASK_TO_TASK_TYPE: dict[Task, str] = {v: k for k, v in TASK_TYPE_TO_TASK.items()}
+# Tokens per example when data.max_length is not set: the one owner of this default, read by `train`,
+# `evaluate RUN_DIR` and `plan` alike, so a plan estimates the run that train starts. Short texts
+# (classification) get 128; prompt + response (LM tasks) 256.
+DEFAULT_MAX_LENGTH: dict[Task, int] = {"seq-cls": 128, "causal-lm": 256, "seq2seq": 256}
 PEFT_TASK_TYPES = ("SEQ_CLS", "CAUSAL_LM", "SEQ_2_SEQ_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION")
 
 
@@ -101,6 +105,11 @@ class ExperimentConfig:
     def lora_config_dict(self) -> dict[str, Any]:
         """Keyword arguments for `peft.LoraConfig(**kwargs)` (a copy; safe to modify)."""
         return copy.deepcopy(self.lora.config)
+
+    @property
+    def max_length(self) -> int:
+        """Tokens per example: data.max_length, else the task's default (DEFAULT_MAX_LENGTH)."""
+        return int(self.data.max_length or DEFAULT_MAX_LENGTH[self.model.task])
 
     def resolve_path(self, path: str | Path) -> Path:
         """A path from the config, made absolute relative to the YAML file's folder."""

@@ -119,13 +119,7 @@ def _task(section: dict[str, Any], hint: Task | None, ctx: Ctx) -> tuple[Task, b
 def _num_labels(section: dict[str, Any], task: Task, ctx: Ctx) -> int | None:
     value = section.get("num_labels")
     if value is None:
-        if task == "seq-cls":
-            ctx.problem(
-                "model.num_labels",
-                "model.num_labels is required for seq-cls (it sizes the classification head)",
-                "set it to the number of classes, e.g. num_labels: 260",
-            )
-        return None
+        return None  # seq-cls: inferred from the training labels (the loader checks they are given)
     if not check_int(ctx, "model.num_labels", value, minimum=2):
         return None
     if task != "seq-cls":

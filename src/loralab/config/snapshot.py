@@ -141,6 +141,7 @@ def describe_dataclass(cls: type) -> dict[str, dict[str, Any]]:
 
 def build_snapshot() -> dict[str, Any]:
     """Import peft and transformers (slow: pulls in torch) and describe the two dataclasses."""
+    # peft/transformers: seconds to import; only a snapshot rebuild reads them
     from peft import LoraConfig
     from transformers import TrainingArguments
 

@@ -6,6 +6,7 @@ from loralab.data.labels import (
     LabelMap,
     build_label_map,
     encode_rows,
+    infer_num_labels,
     load_label_map,
     save_label_map,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "compile_template",
     "encode_rows",
     "extract",
+    "infer_num_labels",
     "load_label_map",
     "read_rows",
     "render",

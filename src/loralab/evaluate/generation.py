@@ -27,6 +27,7 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
 def _rouge(predictions: list[str], references: list[str], tokenizer: Any) -> dict[str, dict[str, float]]:
+    # optional extra (loralab[evaluate]); only generation scoring needs it
     from rouge_score.rouge_scorer import RougeScorer
 
     scorer = RougeScorer(list(ROUGE_TYPES), use_stemmer=False, tokenizer=tokenizer)
@@ -56,6 +57,7 @@ def generation_metrics(
     see `loralab.evaluate.tokenize_ko` for the exact definitions. The result's ``rouge`` entry holds
     precision/recall/F1 of each ROUGE type; ``rouge_tokenizer`` and ``bleu_tokenizer`` say what ran.
     """
+    # optional extra (loralab[evaluate]); only generation scoring needs it
     from sacrebleu.metrics import BLEU, CHRF
 
     if len(predictions) != len(references):

@@ -60,6 +60,7 @@ def ensure_smollm2(target: Path) -> Path:
 
 def convert_gguf(folder: Path, gguf_file: str, out: Path) -> None:
     """Dequantize `folder/gguf_file` into a plain fp32 safetensors checkpoint plus tokenizer in `out`."""
+    # torch/transformers: only the one-time GGUF conversion needs them
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -1,7 +1,7 @@
 """`loralab plan --measure`: one real training step of a shrunken twin, measured term by term.
 
 The twin has the model's family and module structure with 2 layers and hidden size 64 (the
-preflight twin, `loralab.train.preflight.twin_config`), random weights, and the configured LoRA
+preflight twin, `loralab.arch.twin.twin_config`), random weights, and the configured LoRA
 mapped onto its layers. The step runs the way Trainer runs it: forward (under autocast when the
 config trains in bf16/fp16), backward, one optimizer step of the configured optimizer. Measured:
 - weights / trainable: bytes of the frozen and trainable parameters (each storage once);
@@ -13,12 +13,19 @@ config trains in bf16/fp16), backward, one optimizer step of the configured opti
 
 from __future__ import annotations
 
-import copy
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from loralab.arch.hf import auto_class, hf_config_from_dict
+from loralab.arch.introspect import introspect
+from loralab.arch.resolve import resolve_model
+from loralab.arch.twin import twin_config, twin_lora
+from loralab.errors import ConfigError, Problem
+from loralab.plan.memory import estimate_memory
+from loralab.plan.planner import build_plan
 from loralab.plan.saved import SavedTensors, forward_saving
+from loralab.plan.state_memory import Sharding
 
 
 @dataclass
@@ -51,6 +58,7 @@ def _unique_bytes(tensors: list[Any]) -> int:
 
 def make_optimizer(model: Any, optim: str, optim_args: str | None = None) -> Any:
     """The optimizer Trainer would create for `training_args.optim` (its own factory)."""
+    # torch/transformers/peft: only `plan --measure` runs a step; a plain plan stays torch-free
     from transformers import Trainer, TrainingArguments
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,6 +76,7 @@ def measure_step(
     autocast: str | None = None,
 ) -> MeasuredStep:
     """Run forward/backward/optimizer step on `model` with `batch` and measure each term."""
+    # torch/transformers/peft: only `plan --measure` runs a step; a plain plan stays torch-free
     import torch
 
     device = next(model.parameters()).device
@@ -104,6 +113,7 @@ def measure_step(
 
 def twin_batch(model: Any, task: str, b: int, s: int, *, decoder_len: int | None = None) -> dict[str, Any]:
     """Random token ids with no padding (the estimate is then asked for an unpadded batch)."""
+    # torch/transformers/peft: only `plan --measure` runs a step; a plain plan stays torch-free
     import torch
 
     g = torch.Generator().manual_seed(0)
@@ -135,10 +145,6 @@ class TwinComparison:
 def twin_setup(setup: Any, device: str) -> Any:
     """The setup the twin runs with: one device, no DeepSpeed (one process cannot shard), batch
     and length capped so the step takes seconds on a CPU, an unpadded batch."""
-    from dataclasses import replace
-
-    from loralab.plan.state_memory import Sharding
-
     return replace(
         setup,
         micro_batch=min(setup.micro_batch, 4),
@@ -152,23 +158,14 @@ def twin_setup(setup: Any, device: str) -> Any:
 
 def measure_twin(cfg: Any, plan: Any, setup: Any) -> TwinComparison:
     """Build the twin of `cfg`'s model, estimate and measure one training step, compare."""
+    # torch/transformers/peft: only `plan --measure` runs a step; a plain plan stays torch-free
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
-    from loralab.arch.introspect import introspect
-    from loralab.arch.resolve import resolve_model
-    from loralab.plan.memory import estimate_memory
-    from loralab.plan.planner import build_plan
-    from loralab.train.loading import _auto_class
-    from loralab.train.preflight import twin_config, twin_lora
 
     m = cfg.model
     task = m.task
     resolved = resolve_model(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code)
-    # As preflight and introspection build it; the deep copy keeps transformers' in-place edits of
-    # nested dicts (rope_scaling) out of resolve_model's per-process cache.
-    hf = CONFIG_MAPPING[str(resolved.config["model_type"])].from_dict(copy.deepcopy(resolved.config))
+    hf = hf_config_from_dict(resolved.config)  # as preflight and introspection build it
     tcfg = twin_config(hf, task, m.num_labels)
     tcfg._attn_implementation = setup.attn_implementation
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -195,12 +192,10 @@ def measure_twin(cfg: Any, plan: Any, setup: Any) -> TwinComparison:
     torch.manual_seed(0)
     act = tsetup.activation_setup()
     try:
-        model = _auto_class(task).from_config(tcfg, attn_implementation=setup.attn_implementation)
+        model = auto_class(task).from_config(tcfg, attn_implementation=setup.attn_implementation)
     except ValueError as e:
         if "attention implementation" not in str(e):
             raise
-        from loralab.errors import ConfigError, Problem
-
         problem = Problem(
             str(cfg.source),
             "model.attn_implementation",

@@ -20,6 +20,7 @@ from typing import Any
 
 from loralab.plan.activation_models import UnsupportedFamily, estimate_activations
 from loralab.plan.activations import DTYPE_BYTES, ActivationEstimate, ActivationSetup
+from loralab.plan.state_memory import state_memory
 
 GIB = 2**30
 CONTEXT_ALLOWANCE = GIB
@@ -152,8 +153,6 @@ def estimate_memory(
     plan: Any, cfg: dict[str, Any], setup: TrainSetup, *, budget: int | None = None, search: bool = True
 ) -> MemoryEstimate:
     """Every memory term per device (and on the host) for `plan` trained with `setup`."""
-    from loralab.plan.state_memory import state_memory
-
     states = state_memory(
         plan,
         load_dtype=setup.load_dtype,

@@ -8,14 +8,7 @@ is both the attention output and the MLP down projection) the option uses a long
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from loralab.arch.records import ArchRecord, ModuleRecord
-from loralab.errors import PlanError
-
-if TYPE_CHECKING:
-    from loralab.plan.planner import OptionRow, Plan
-    from loralab.plan.spec import LoraSpec
 
 
 def _block_linears(arch: ArchRecord) -> list[ModuleRecord]:
@@ -54,30 +47,4 @@ def option_sets(arch: ArchRecord) -> list[tuple[str, list[str]]]:
         rows.append(("attention + MLP in (" + ", ".join(mlp_in) + ")", attn + mlp_in))
     if mlp:
         rows.append(("all linear (attention + MLP)", attn + mlp))
-    return rows
-
-
-def option_rows(arch: ArchRecord, lora: dict[str, Any], spec: LoraSpec, plan: Plan) -> list[OptionRow]:
-    from loralab.plan.planner import OptionRow, adapter_bytes, build_plan
-
-    current = set(plan.match.target_names)
-    rows: list[OptionRow] = []
-    for title, targets in option_sets(arch):
-        alt = dict(lora)
-        alt["target_modules"] = targets
-        try:
-            p = build_plan(arch, alt, load_dtype=plan.load_dtype, with_options=False)
-        except PlanError:
-            continue  # e.g. the chosen layers hold none of these modules
-        rows.append(
-            OptionRow(
-                name=title,
-                target_modules=targets,
-                trainable_params=p.counts.trainable_params,
-                lora_params=p.counts.lora_params,
-                adapter_bytes=adapter_bytes(p.counts, plan.load_dtype),
-                share_of_base=p.counts.share_of_base,
-                current=set(p.match.target_names) == current,
-            )
-        )
     return rows

@@ -14,6 +14,7 @@ from loralab.arch.records import ArchRecord, ModuleRecord, name_pattern
 from loralab.errors import PlanError, Problem
 from loralab.plan.count import DTYPE_BYTES, Counts, count
 from loralab.plan.matching import MatchResult, match_modules
+from loralab.plan.options import option_sets
 from loralab.plan.spec import LoraSpec
 
 # PEFT casts adapter weights to float32 even on a bf16/fp16 base (get_peft_model's
@@ -210,10 +211,32 @@ def build_plan(
     for t in match.targets:
         plan.matched_by_target.setdefault(t.target, []).append(t.module.name)
     if with_options:
-        from loralab.plan.options import option_rows
-
         plan.options = option_rows(arch, lora, spec, plan)
     return plan
+
+
+def option_rows(arch: ArchRecord, lora: dict[str, Any], spec: LoraSpec, plan: Plan) -> list[OptionRow]:
+    current = set(plan.match.target_names)
+    rows: list[OptionRow] = []
+    for title, targets in option_sets(arch):
+        alt = dict(lora)
+        alt["target_modules"] = targets
+        try:
+            p = build_plan(arch, alt, load_dtype=plan.load_dtype, with_options=False)
+        except PlanError:
+            continue  # e.g. the chosen layers hold none of these modules
+        rows.append(
+            OptionRow(
+                name=title,
+                target_modules=targets,
+                trainable_params=p.counts.trainable_params,
+                lora_params=p.counts.lora_params,
+                adapter_bytes=adapter_bytes(p.counts, plan.load_dtype),
+                share_of_base=p.counts.share_of_base,
+                current=set(p.match.target_names) == current,
+            )
+        )
+    return rows
 
 
 def _other_warnings(arch: ArchRecord, spec: LoraSpec, match: MatchResult, lora: dict[str, Any]) -> list[str]:

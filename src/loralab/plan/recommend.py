@@ -25,8 +25,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loralab.config.models import TASK_TO_TASK_TYPE, Task
+from loralab.errors import ConfigError, Problem
 from loralab.plan.memory import MemoryEstimate, TrainSetup, estimate_memory
 from loralab.plan.planner import Plan, build_plan
+from loralab.plan.state_memory import Quantization, Sharding
 
 
 @dataclass
@@ -75,8 +77,6 @@ def block_linear_targets(arch: Any) -> list[str]:
 
 def recommend(req: Request, arch: Any, hf_cfg: dict[str, Any]) -> Recommendation:
     """Choose every setting, checking each candidate against the memory model."""
-    from loralab.plan.state_memory import Quantization, Sharding
-
     choices: list[Choice] = []
     r, why_r = rank_for(req.rows)
     rslora = r >= 32
@@ -175,8 +175,6 @@ def _fit(
     plan: Plan, cfg: dict[str, Any], base: TrainSetup, req: Request, quant_cls: Any
 ) -> tuple[TrainSetup, MemoryEstimate | None, dict[str, str]]:
     """The first candidate that fits, in the docstring's order of concessions."""
-    from loralab.plan.state_memory import Sharding
-
     how = {
         "layers": "all layers: restricting layers costs accuracy and memory allowed them all",
         "gc": "not needed: the step fits without recomputation (saves ~1/3 of the step time)",
@@ -264,8 +262,6 @@ def _fewer_layers(
                 "did not fit with all layers adapted (layers below the lowest adapter keep no activations)"
             )
             return plan, cand, s2, est, how2
-    from loralab.errors import ConfigError, Problem
-
     raise ConfigError(
         [
             Problem(
@@ -318,137 +314,3 @@ def _yaml_config(
             "zero_optimization": {"stage": z},
         }
     return out
-
-
-def run_recommend(
-    model: str,
-    *,
-    task: str | None,
-    num_labels: int | None,
-    rows: int | None,
-    data: str | None,
-    gpu_mem: str,
-    gpus: int,
-    seq_len: int,
-    bf16: bool,
-    out_path: str | None,
-    as_json: bool,
-    console: Any,
-) -> Recommendation:
-    """`loralab recommend`: resolve the model, recommend, print, write the YAML."""
-    import json
-    import sys
-    from pathlib import Path
-
-    import yaml
-
-    from loralab.arch.cache import get_arch_record
-    from loralab.arch.resolve import resolve_model
-    from loralab.errors import ConfigError, Problem
-    from loralab.plan.command import default_task
-    from loralab.plan.setup import parse_size
-
-    resolved = resolve_model(model)
-    task = task or default_task(resolved.config)
-    if task not in TASK_TO_TASK_TYPE:
-        choices = ", ".join(TASK_TO_TASK_TYPE)
-        raise ConfigError([Problem("--task", "", f"unknown task {task!r}", f"use one of {choices}")])
-    if task == "seq-cls" and not num_labels:
-        raise ConfigError(
-            [
-                Problem(
-                    "--num-labels",
-                    "",
-                    "seq-cls needs the number of labels",
-                    "pass --num-labels N",
-                )
-            ]
-        )
-    rows = _training_rows(rows, data)
-    arch = get_arch_record(model, task=task, num_labels=num_labels)
-    from loralab.plan.activation_models import SUPPORTED
-
-    if arch.model_type not in SUPPORTED:
-        raise ConfigError(
-            [
-                Problem(
-                    model,
-                    "",
-                    f"recommend needs an activation model and model_type '{arch.model_type}' has none",
-                    "use a supported family (" + ", ".join(sorted(SUPPORTED)) + ") or plan a config by hand",
-                )
-            ]
-        )
-    req = Request(
-        model=model,
-        task=task,
-        num_labels=num_labels,
-        rows=rows,
-        gpu_mem=parse_size(gpu_mem),
-        gpus=gpus,
-        seq_len=seq_len,
-        bf16=bf16,
-    )
-    rec = recommend(req, arch, resolved.config)
-    if data is not None:
-        rec.config["data"]["train_file"] = str(Path(data).resolve())
-    if out_path:
-        Path(out_path).write_text(
-            "# Written by `loralab recommend`; every value's reason is in its output.\n"
-            + yaml.safe_dump(rec.config, sort_keys=False, allow_unicode=True),
-            encoding="utf-8",
-        )
-    if as_json:
-        obj = {
-            "choices": [{"key": c.key, "value": c.value, "reason": c.reason} for c in rec.choices],
-            "memory": rec.memory.to_json(),
-            "trainable_params": rec.plan.counts.trainable_params,
-            "config": rec.config,
-        }
-        sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-    else:
-        _print_recommendation(rec, req, console, out_path)
-    return rec
-
-
-def _training_rows(rows: int | None, data: str | None) -> int:
-    """--rows, else the usable rows of --data."""
-    from pathlib import Path
-
-    from loralab.errors import ConfigError, Problem
-
-    if rows is not None:
-        return rows
-    if data is None:
-        raise ConfigError(
-            [Problem("--rows", "", "the training-set size is unknown", "pass --rows N or --data FILE")]
-        )
-    from loralab.data import read_rows
-
-    return len(read_rows(Path(data)).rows)
-
-
-def _print_recommendation(rec: Recommendation, req: Request, console: Any, out_path: str | None) -> None:
-    from rich.table import Table
-
-    from loralab.plan.render import print_plan
-    from loralab.plan.render_memory import print_memory
-
-    t = Table(
-        title=f"Recommendation for {req.model} ({req.task}, {req.rows:,} rows, "
-        f"{req.gpus} x {req.gpu_mem / 2**30:.0f} GiB)",
-        title_justify="left",
-    )
-    t.add_column("setting")
-    t.add_column("value")
-    t.add_column("why")
-    for c in rec.choices:
-        t.add_row(c.key, str(c.value), c.reason)
-    console.print(t)
-    console.print("[bold]plan of the recommended config:[/]")
-    print_plan(rec.plan, console)
-    print_memory(rec.memory, console)
-    if out_path:
-        console.print(
-            f"wrote {out_path} (add data.train_file and the text/label fields, then `loralab train`)"
-        )

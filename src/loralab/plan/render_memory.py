@@ -82,25 +82,62 @@ def verdict_lines(est: MemoryEstimate) -> list[str]:
     return lines
 
 
+UNKNOWN_TOKENS = "unknown (pass --tokens or data.train_file)"
+_PREFIXES = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def si(value: float, unit: str) -> str:
+    """4 significant digits with an SI prefix: 48.31 GFLOP."""
+    for scale, prefix in _PREFIXES:
+        if abs(value) >= scale:
+            return f"{value / scale:.4g} {prefix}{unit}"
+    return f"{value:.4g} {unit}"
+
+
+def duration(hours: float) -> str:
+    """12.3 h; 1.5 min (0.025 h); 2.40 s (0.000667 h); days beside anything over two days."""
+    if hours >= 48:
+        return f"{hours:,.0f} h = {hours / 24:,.1f} days"
+    if hours >= 1:
+        return f"{hours:.3g} h"
+    if hours >= 1 / 60:
+        return f"{hours * 60:.3g} min ({hours:.3g} h)"
+    return f"{hours * 3600:.3g} s ({hours:.3g} h)"
+
+
 def time_table(tm: Any) -> Table:
-    t = Table(title="Time", title_justify="left")
+    """The `TimeEstimate` in words with units; the rows that need the token count say how to give it
+    when it is unknown (no --tokens and no readable data.train_file)."""
+    t = Table(title="Training time", title_justify="left")
     t.add_column("quantity")
     t.add_column("value", justify="right")
-    data = tm.to_json()
-    for k, v in data.items():
-        if k == "hours":
-            if v is None:
-                t.add_row(k, "unknown (pass --tokens)")
-            else:
-                t.add_row(
-                    k, f"{v:,.3g} h" + (f" = {v * 60:,.1f} min" if v >= 1 / 60 else f" = {v * 3600:.2f} s")
-                )
-        elif isinstance(v, float):
-            t.add_row(k, f"{v:,.3g}" if v < 1000 else f"{v:,.0f}")
-        elif isinstance(v, int):
-            t.add_row(k, f"{v:,}")
-        elif v is not None and not isinstance(v, (dict, list)):
-            t.add_row(k, str(v))
+    gpus = f"{tm.gpus} GPU" + ("s" if tm.gpus != 1 else "")
+    work = "forward + backward" + (" + recomputed forward" if tm.flops_recompute else "")
+    t.add_row(f"FLOPs per token ({work})", si(tm.flops_per_token, "FLOP"))
+    t.add_row("  forward, per micro-batch step", si(tm.flops_forward, "FLOP"))
+    t.add_row("  backward, per micro-batch step", si(tm.flops_backward, "FLOP"))
+    if tm.flops_recompute:
+        t.add_row("  recomputed forward (checkpointing), per step", si(tm.flops_recompute, "FLOP"))
+    tokens_per_epoch = tm.tokens_per_epoch or None
+    source = str(tm.tokens_source or "")
+    if tokens_per_epoch is None:
+        t.add_row("tokens per epoch", UNKNOWN_TOKENS)
+        if source:
+            why = source.removeprefix("unknown:").strip()
+            t.add_row("  why unknown", why)
+    else:
+        t.add_row("tokens per epoch", f"{tokens_per_epoch:,} tokens")
+        if source:
+            t.add_row("  counted from", source)
+    t.add_row("epochs", f"{tm.epochs:g}")
+    tokens = tm.tokens if tokens_per_epoch is not None else None
+    t.add_row("tokens in all (epochs x tokens per epoch)", f"{tokens:,} tokens" if tokens else UNKNOWN_TOKENS)
+    t.add_row("GPUs", f"{tm.gpus}")
+    t.add_row("sustained rate", f"{tm.tflops_per_gpu:.4g} TFLOP/s per GPU x {gpus}")
+    t.add_row("  rate from", str(tm.rate_source))
+    hours = tm.hours if tokens else None
+    shown = duration(hours) if hours else UNKNOWN_TOKENS if not tokens else "unknown (no sustained rate)"
+    t.add_row("hours (matmul FLOPs at the sustained rate)", shown)
     return t
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from loralab.errors import ConfigError, Problem
 from loralab.plan.memory import TrainSetup
+from loralab.plan.state_memory import Quantization, Sharding
 
-DEFAULT_SEQ_LEN = 512
 # Families whose transformers classes refuse sdpa (`_supports_sdpa = False`): Gemma-2's soft-capping
 NO_SDPA = frozenset({"gemma2"})
 DEFAULT_OPTIM = "adamw_torch_fused"  # TrainingArguments.optim default in transformers 5
@@ -83,8 +83,6 @@ def _targs(cfg: Any, *names: str) -> Any:
 
 def setup_from_config(cfg: Any, arch: Any, ov: Overrides) -> tuple[TrainSetup, list[str]]:
     """The TrainSetup of experiment `cfg` on `arch`, with `ov` applied; plus notes on defaults."""
-    from loralab.plan.state_memory import Quantization, Sharding
-
     notes: list[str] = []
     b = ov.micro_batch or _targs(cfg, "per_device_train_batch_size")
     if b is None:
@@ -92,10 +90,12 @@ def setup_from_config(cfg: Any, arch: Any, ov: Overrides) -> tuple[TrainSetup, l
         notes.append(
             "micro-batch 8: training_args.per_device_train_batch_size is not set (transformers' default)"
         )
-    s = ov.seq_len or cfg.data.max_length
-    if s is None:
-        s = DEFAULT_SEQ_LEN
-        notes.append(f"sequence length {s}: data.max_length is not set (pass --seq-len)")
+    s = ov.seq_len or cfg.max_length
+    if not ov.seq_len and cfg.data.max_length is None:
+        notes.append(
+            f"sequence length {s}: data.max_length is not set, and {s} is what `train` uses for "
+            f"{cfg.model.task} (pass --seq-len to plan another)"
+        )
     gc = ov.gradient_checkpointing
     if gc is None:
         gc = bool(_targs(cfg, "activation_checkpointing", "gradient_checkpointing"))

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from loralab.errors import ConfigError, Problem
+
 # Dense bf16 tensor-core TFLOP/s (no sparsity) and memory (GiB), from the vendors' datasheets.
 GPUS: dict[str, tuple[float, float]] = {
     "H200": (989.0, 141.0),
@@ -42,7 +44,7 @@ class TimeEstimate:
     flops_forward: int  # per micro-batch step
     flops_backward: int
     flops_recompute: int
-    tokens_per_epoch: int
+    tokens_per_epoch: int | None  # None (or 0) when unknown: no --tokens and no data.train_file
     epochs: float
     gpus: int
     tflops_per_gpu: float  # sustained rate used for the hours
@@ -51,7 +53,10 @@ class TimeEstimate:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def tokens(self) -> int:
+    def tokens(self) -> int | None:
+        """Tokens over all epochs; None when the tokens per epoch are unknown."""
+        if not self.tokens_per_epoch:
+            return None
         return int(self.tokens_per_epoch * self.epochs)
 
     @property
@@ -62,12 +67,13 @@ class TimeEstimate:
         return self.flops_per_token * self.tokens / rate / 3600
 
     def to_json(self) -> dict[str, Any]:
+        """The keys are an API (`loralab plan --json`); unknown token counts are null, not 0."""
         return {
             "flops_per_token": self.flops_per_token,
             "flops_per_step_forward": self.flops_forward,
             "flops_per_step_backward": self.flops_backward,
             "flops_per_step_recompute": self.flops_recompute,
-            "tokens_per_epoch": self.tokens_per_epoch,
+            "tokens_per_epoch": self.tokens_per_epoch or None,
             "epochs": self.epochs,
             "tokens": self.tokens,
             "gpus": self.gpus,
@@ -85,8 +91,6 @@ def sustained_rate(tflops: float | None, gpu: str | None, mfu: float | None) -> 
     share = mfu if mfu else DEFAULT_MFU
     name = gpu or "A100-80GB"
     if name not in GPUS:
-        from loralab.errors import ConfigError, Problem
-
         raise ConfigError([Problem("--gpu", "", f"unknown GPU {name!r}", "use one of " + ", ".join(GPUS))])
     peak = GPUS[name][0]
     return peak * share, f"{name} {peak:g} TFLOP/s bf16 x {share:.0%} MFU"
@@ -96,7 +100,7 @@ def estimate_time(
     act: Any,
     setup: Any,
     *,
-    tokens_per_epoch: int,
+    tokens_per_epoch: int | None,
     tokens_source: str,
     epochs: float = 1.0,
     tflops: float | None = None,
@@ -114,7 +118,7 @@ def estimate_time(
         flops_forward=fwd,
         flops_backward=bwd,
         flops_recompute=rec,
-        tokens_per_epoch=tokens_per_epoch,
+        tokens_per_epoch=tokens_per_epoch or None,  # 0 from a caller means "not known"
         epochs=epochs,
         gpus=setup.gpus,
         tflops_per_gpu=rate,

@@ -61,6 +61,36 @@ def _short_model(model: Any) -> str:
     return str(model) if len(parts) <= 2 else ".../" + "/".join(parts[-2:])
 
 
+MEMORY_LABELS = {
+    "cuda": "peak memory (GB/GPU)",
+    "cpu": "peak memory (GB, host RAM)",
+    None: "peak memory (GB)",
+}
+MEMORY_NOTES = {"cuda": "per GPU", "cpu": "host RAM"}
+
+
+def _memory_row(runs: list[Run]) -> tuple[str, Any]:
+    """The record's `peak_memory_gb_per_gpu` is CUDA max allocated on a GPU run but the process's peak
+    RSS on a CPU run: the label says which; runs on different devices say it in each cell."""
+    devices = {r.memory_device() for r in runs}
+    if len(devices) == 1:
+        return MEMORY_LABELS[devices.pop()], lambda r: fmt_plain(r.record.get("peak_memory_gb_per_gpu"))
+
+    def cell(r: Run) -> str:
+        text = fmt_plain(r.record.get("peak_memory_gb_per_gpu"))
+        note = MEMORY_NOTES.get(r.memory_device() or "")
+        return f"{text} ({note})" if note and text != "n/a" else text
+
+    return MEMORY_LABELS[None], cell
+
+
+def _best_epoch_cell(run: Run) -> str:
+    epoch = run.best_epoch()
+    if epoch is None and run.log and not run.evaluated():
+        return "n/a (no evaluation)"
+    return fmt_plain(epoch)
+
+
 def _summary_table(runs: list[Run], cis: list[dict[str, dict[str, Any]]]) -> Table:
     """Fields down, runs across: readable for one run and for an ablation of three."""
 
@@ -75,8 +105,8 @@ def _summary_table(runs: list[Run], cis: list[dict[str, dict[str, Any]]]) -> Tab
         ("LoRA rank r", lambda r: fmt_plain(r.lora_rank())),
         ("trainable LoRA params", lambda r: fmt_plain(rec(r, "lora_params"))),
         ("training time (h)", lambda r: fmt_plain(rec(r, "training_time_hours"))),
-        ("peak memory (GB/GPU)", lambda r: fmt_plain(rec(r, "peak_memory_gb_per_gpu"))),
-        ("best epoch", lambda r: fmt_plain(rec(r, "best_epoch"))),
+        _memory_row(runs),
+        ("best epoch", _best_epoch_cell),
         ("split (rows)", lambda r: f"{r.metrics.get('split', 'n/a')} ({fmt_plain(r.metrics.get('n'))})"),
     ]
     table_rows = [[label, *(fn(r) for r in runs)] for label, fn in rows]

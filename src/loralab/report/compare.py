@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from loralab.evaluate.bootstrap import DEFAULT_RESAMPLES, metric_values
 from loralab.report.load import ReportError, Run
 
 METRICS = ("accuracy", "weighted_f1", "macro_f1")
@@ -25,38 +26,6 @@ METRIC_NAMES = {
     "tail_f1": "tail F1",
     "micro_f1": "micro F1",
 }
-DEFAULT_RESAMPLES = 1000
-
-
-def _per_class_f1(gold: np.ndarray, pred: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class F1 and support for each row of resampled label ids (rows x items), via bincount."""
-    rows = gold.shape[0]
-    offs = (np.arange(rows) * n)[:, None]
-    tp = np.bincount((offs + gold)[gold == pred], minlength=rows * n).reshape(rows, n)
-    support = np.bincount((offs + gold).ravel(), minlength=rows * n).reshape(rows, n)
-    predicted = np.bincount((offs + pred).ravel(), minlength=rows * n).reshape(rows, n)
-    denom = support + predicted
-    f1 = np.divide(2 * tp, denom, out=np.zeros(tp.shape, dtype=float), where=denom > 0)
-    return f1, support
-
-
-def metric_values(
-    gold: np.ndarray, pred: np.ndarray, n: int, metric: str, class_ids: list[int] | None = None
-) -> np.ndarray:
-    """One metric per row. Macro F1 averages over all n encoded classes (the caller encodes only the
-    classes present in gold or predictions, as scikit-learn does without `labels=`); tail F1 averages
-    over `class_ids`."""
-    if metric == "accuracy":
-        return np.asarray((gold == pred).mean(axis=1), dtype=float)
-    f1, support = _per_class_f1(gold, pred, n)
-    if metric == "weighted_f1":
-        total = support.sum(axis=1)
-        return np.asarray((f1 * support).sum(axis=1) / np.maximum(total, 1), dtype=float)
-    if metric == "macro_f1":
-        return np.asarray(f1.mean(axis=1), dtype=float)
-    if metric == "tail_f1" and class_ids:
-        return np.asarray(f1[:, class_ids].mean(axis=1), dtype=float)
-    raise ValueError(f"unknown metric {metric!r}")
 
 
 def _encode(*columns: pd.Series) -> tuple[list[np.ndarray], list[str]]:

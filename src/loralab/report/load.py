@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from loralab.errors import LoralabError
+from loralab.evaluate.training_log import best_epoch
 
 
 class ReportError(LoralabError):
@@ -36,6 +37,7 @@ class Run:
     record: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
 
     @property
     def per_class(self) -> dict[str, dict[str, Any]]:
@@ -52,6 +54,51 @@ class Run:
         lora = self.config.get("lora") or {}
         cfg = lora.get("config") if isinstance(lora, dict) else None
         return (cfg or {}).get("r") if isinstance(cfg, dict) else None
+
+    def memory_device(self) -> str | None:
+        """Where `peak_memory_gb_per_gpu` was measured: "cuda" (max allocated per GPU) or "cpu" (the
+        process's peak RSS, host RAM); None when the run directory does not say. Records since
+        `peak_memory_device` say it; older ones are read from `peak_memory_kind`, a `device` field,
+        the step log's `memory_kind`, or environment.json listing no GPU (then only RSS is measured)."""
+        rec = self.record
+        if rec.get("peak_memory_device") in ("cuda", "cpu"):
+            return str(rec["peak_memory_device"])
+        hints = [_text(rec.get("peak_memory_kind"))]
+        hints += [_text(rec.get(key)).lower() for key in ("device", "hardware")]
+        hints += [_text(row.get("memory_kind")) for row in reversed(self.log)]
+        for hint in hints:
+            if hint.startswith(("cuda", "gpu")):
+                return "cuda"
+            if hint.startswith("cpu"):
+                return "cpu"
+        if self.environment.get("gpus") == []:
+            return "cpu"  # torch saw no CUDA device, so the peak was the process's RSS
+        return None
+
+    def best_epoch(self) -> float | None:
+        """The record's `best_epoch`; when it has none (records before loralab computed it without
+        `metric_for_best_model`), the epoch of the best evaluation in train_log.jsonl, by the
+        configured `metric_for_best_model`/`greater_is_better`, else the lowest validation loss."""
+        stored = self.record.get("best_epoch")
+        if isinstance(stored, int | float) and not isinstance(stored, bool):
+            return float(stored)
+        ta = self.config.get("training_args")
+        ta = ta if isinstance(ta, dict) else {}
+        metric = ta.get("metric_for_best_model")
+        greater = ta.get("greater_is_better")
+        return best_epoch(
+            self.log,
+            str(metric) if metric else None,
+            bool(greater) if isinstance(greater, bool) else None,
+        )
+
+    def evaluated(self) -> bool:
+        """Whether train_log.jsonl holds any evaluation row."""
+        return any(r.get("kind") == "eval" for r in self.log)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _read_json(path: Path) -> Any:
@@ -118,6 +165,10 @@ def load_run(run_dir: Path, name: str | None = None) -> Run:
         preds["text"] = ""
     preds["text"] = preds["text"].fillna("").astype(str)
     record_path = run_dir / "record.json"
+    try:  # optional, and only read for hints: a damaged one does not stop the report
+        environment = _read_json(run_dir / "environment.json")
+    except (OSError, ReportError):
+        environment = {}
     return Run(
         path=run_dir,
         name=name or run_dir.resolve().name,
@@ -127,6 +178,7 @@ def load_run(run_dir: Path, name: str | None = None) -> Run:
         record=_read_json(record_path) if record_path.exists() else {},
         config=_read_config(run_dir),
         labels=_read_labels(run_dir / "labels.json"),
+        environment=environment if isinstance(environment, dict) else {},
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import resource
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -18,8 +20,6 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 def peak_memory_bytes() -> tuple[int, str]:
     """Peak memory of this process: CUDA max allocated when training on a GPU, else peak RSS."""
-    import torch
-
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return int(torch.cuda.max_memory_allocated()), "cuda_max_allocated"
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -182,9 +182,7 @@ class MLflowCallback(TrainerCallback):
 
     def start(self) -> None:
         def go() -> None:
-            import logging
-
-            import mlflow
+            import mlflow  # optional (loralab[train]); imported once tracking starts, only when it is on
 
             # mlflow sets up its own INFO logging on import; its table-creation chatter is noise here.
             logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -210,7 +208,7 @@ class MLflowCallback(TrainerCallback):
             return
 
         def go() -> None:
-            import mlflow
+            import mlflow  # see start()
 
             nums = {k: float(v) for k, v in logs.items() if isinstance(v, int | float) and math.isfinite(v)}
             mlflow.log_metrics(nums, step=state.global_step)
@@ -222,7 +220,7 @@ class MLflowCallback(TrainerCallback):
             return
 
         def go() -> None:
-            import mlflow
+            import mlflow  # see start()
 
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if math.isfinite(float(v))})
             for a in artifacts:

@@ -5,9 +5,11 @@ DeepSpeed and FSDP keep their own checkpoint formats."""
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from loralab.train import safe_state
@@ -30,10 +32,6 @@ class SafeCheckpointMixin:
         return Path(folder) / f"rng_state{suffix}"
 
     def _save_rng_state(self, output_dir: str) -> None:
-        import random
-
-        import numpy as np
-
         states: dict[str, Any] = {
             "python": random.getstate(),
             "numpy": np.random.get_state(),
@@ -45,10 +43,6 @@ class SafeCheckpointMixin:
         safe_state.save_state(states, self._rng_path(output_dir))
 
     def _load_rng_state(self, checkpoint: str | None) -> None:
-        import random
-
-        import numpy as np
-
         if checkpoint is None or not safe_state.exists(self._rng_path(checkpoint)):
             return
         states = safe_state.load_state(self._rng_path(checkpoint))

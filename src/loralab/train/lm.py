@@ -9,19 +9,19 @@ models (seed 003's inference failure).
 
 from __future__ import annotations
 
+import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from loralab.data import read_rows
-from loralab.errors import ConfigError, Problem
+import torch
+import torch.nn.functional as F
+
+from loralab.evaluate.generation import generation_metrics
+from loralab.evaluate.guards import check_metrics
 from loralab.train.batching import Examples, PadCollator
-from loralab.train.run import write_json
 
-if TYPE_CHECKING:
-    from loralab.train.session import Session
-
-MAX_GENERATE = 64  # rows of the evaluation split that get a generated prediction in predictions.csv
 MAX_NEW_TOKENS = 48
 GENERATE_BATCH = 8
 
@@ -38,8 +38,6 @@ class Seq2SeqCollator(PadCollator):
     decoder_start_token_id: int = 0
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
         batch = super().__call__(items)
         labels = batch["labels"]
         dec = torch.full_like(labels, self.pad_token_id)
@@ -87,89 +85,7 @@ def lm_examples(
     return Examples(input_ids=ids, labels=labels, texts=prompts, truncated=truncated)
 
 
-def _fields(session: Session) -> tuple[str | None, str | None]:
-    d = session.cfg.data
-    response = d.response_field or d.label_field
-    if not response or not (d.prompt_field or d.text_field or d.text_template):
-        raise ConfigError(
-            [
-                Problem(
-                    str(session.cfg.source),
-                    "data",
-                    f"{session.cfg.model.task} needs a prompt and a response",
-                    "set data.prompt_field (or text_field/text_template) and data.response_field",
-                )
-            ]
-        )
-    return d.prompt_field or d.text_field, response
-
-
-def setup_lm(session: Session) -> None:
-    import torch
-
-    from loralab.train.loading import apply_lora, load_model, load_tokenizer, lora_kwargs
-    from loralab.train.precision import choose_precision
-
-    cfg = session.cfg
-    torch.manual_seed(int(cfg.training_args.get("seed", 42)))
-    session.policy = choose_precision(cfg)
-    session.tokenizer = tok = load_tokenizer(cfg)
-    _read_splits(session, tok)
-    session.class_weights = None
-    model = load_model(cfg, session.policy, run_dir=session.run_dir, tokenizer=tok)
-    session.model = apply_lora(model, cfg)
-    _, session.plan = lora_kwargs(cfg)
-    session.collator = _collator(model, tok.pad_token_id)
-    session._build_trainer()
-    session.trainer.evaluate_fn = lambda m: {
-        "loss": lm_loss(m, session.splits["validation"], session.collator)
-    }
-
-
-def _read_splits(session: Session, tok: Any) -> None:
-    """Tokenised train/validation/test splits in session.splits, and data_report.json."""
-    cfg, d = session.cfg, session.cfg.data
-    prompt_field, response_field = _fields(session)
-    template = None if prompt_field else d.text_template
-
-    def read(path: str | None) -> Any:
-        if not path:
-            return None
-        return read_rows(
-            cfg.resolve_path(path),
-            text_field=prompt_field,
-            text_template=template,
-            label_field=response_field,
-        )
-
-    train = read(d.train_file)
-    if train is None:
-        raise ConfigError([Problem(str(cfg.source), "data.train_file", "no training data", "set it")])
-    rows, val = train.rows, read(d.validation_file)
-    val_rows, val_file = (val.rows, val.file) if val is not None else (None, train.file)
-    if val_rows is None:
-        n_val = max(1, len(rows) // 10)
-        rows, val_rows = rows[n_val:], rows[:n_val]
-        session.notes.append(f"validation: the first {n_val} training rows")
-    test = read(d.test_file)
-    max_len = int(d.max_length or 256)
-    report: dict[str, Any] = {}
-    for name, split, file in (
-        ("train", rows, train.file),
-        ("validation", val_rows, val_file),
-        ("test", test.rows if test else None, test.file if test else ""),
-    ):
-        if not split:
-            continue
-        texts, targets = [r.text or "" for r in split], [r.label or "" for r in split]
-        ex = lm_examples(tok, cfg.model.task, texts, targets, max_len)
-        ex.row_ids = [f"{Path(file).name}:{r.line}" for r in split]
-        session.splits[name] = ex
-        report[name] = {"rows": len(ex), "truncated": ex.truncated}
-    write_json(session.run_dir / "data_report.json", report)
-
-
-def _collator(model: Any, pad_token_id: int) -> PadCollator:
+def lm_collator(model: Any, pad_token_id: int) -> PadCollator:
     # Training pads on the right: with an attention mask the loss is the same either way, and the
     # prompt/response split in `labels` stays at the start of each row.
     if getattr(model.config, "is_encoder_decoder", False):
@@ -182,9 +98,6 @@ def _collator(model: Any, pad_token_id: int) -> PadCollator:
 
 def lm_loss(model: Any, ex: Examples, collator: PadCollator, batch_size: int = 16) -> float:
     """Mean token cross-entropy over the response tokens of `ex` (perplexity = exp of it)."""
-    import torch
-    import torch.nn.functional as F
-
     was = model.training
     model.eval()
     device = next(p.device for p in model.parameters())
@@ -212,22 +125,6 @@ def lm_loss(model: Any, ex: Examples, collator: PadCollator, batch_size: int = 1
     return total / max(count, 1)
 
 
-def validate_lm(session: Session) -> dict[str, Any]:
-    """Loss and perplexity on every row of the split; generations (and ROUGE/BLEU/chrF on them) for
-    the first MAX_GENERATE rows, through the same code as `loralab evaluate`."""
-    from loralab.evaluate.run_eval_lm import score_lm, write_generations_csv
-
-    split = "test" if "test" in session.splits else "validation"
-    ex = session.splits[split]
-    metrics, preds, refs = score_lm(
-        session.model, session.tokenizer, ex, session.collator, split=split, max_generate=MAX_GENERATE
-    )
-    write_generations_csv(session.run_dir / "predictions.csv", ex, refs, preds)
-    write_json(session.run_dir / "metrics.json", metrics)
-    session.metrics = metrics
-    return metrics
-
-
 def prompt_of(ex: Examples, i: int, enc_dec: bool) -> list[int]:
     """The model input of row i: the encoder input (seq2seq) or the tokens before the response."""
     if enc_dec:
@@ -242,8 +139,6 @@ def generate(model: Any, tok: Any, ex: Examples, n: int, batch_size: int = GENER
     right padding would put pad tokens between the prompt and the continuation (seed 003). Only
     input_ids and attention_mask are passed: a decoder-only forward rejects token_type_ids.
     """
-    import torch
-
     was = model.training
     model.eval()
     device = next(p.device for p in model.parameters())
@@ -268,3 +163,35 @@ def generate(model: Any, tok: Any, ex: Examples, n: int, batch_size: int = GENER
     if was:
         model.train()
     return out
+
+
+# ---- scoring: the one path of `train` (end of run) and `evaluate RUN_DIR` ----------------------
+def generation_scores(model: Any, tok: Any, ex: Any, n: int) -> tuple[list[str], list[str], dict[str, Any]]:
+    """Greedy generations for the first n rows, their references, and generation_metrics on them."""
+    preds = generate(model, tok, ex, n)
+    refs = [tok.decode([t for t in ex.labels[i] if t != -100], skip_special_tokens=True) for i in range(n)]
+    m = generation_metrics(preds, refs)
+    m["warnings"] = check_metrics(m, task="generation", predictions=preds, references=refs)
+    return preds, refs, m
+
+
+def score_lm(
+    model: Any, tok: Any, ex: Any, collator: Any, *, split: str, max_generate: int
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Loss and perplexity over every row, generations and their scores for the first rows:
+    the one scoring path of `train` (end of run) and `evaluate RUN_DIR`."""
+    loss = lm_loss(model, ex, collator)
+    n = min(len(ex), max_generate)
+    preds, refs, gen = generation_scores(model, tok, ex, n)
+    metrics = {"split": split, "loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+    metrics |= {"n": len(ex), "generated": n, **gen}
+    return metrics, preds, refs
+
+
+def write_generations_csv(path: Path, ex: Any, refs: list[str], preds: list[str]) -> None:
+    """predictions.csv for generation: id, text (the prompt), gold (reference), pred."""
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text", "gold", "pred"])
+        for i in range(len(preds)):
+            w.writerow([ex.row_ids[i] if ex.row_ids else i, ex.texts[i], refs[i], preds[i]])

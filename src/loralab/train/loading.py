@@ -11,45 +11,19 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from loralab.config.models import ExperimentConfig
+from loralab.arch.cache import get_arch_record
+from loralab.arch.hf import auto_class, is_decoder_only
+from loralab.config.models import TASK_TO_TASK_TYPE, ExperimentConfig
 from loralab.errors import LoralabError
+from loralab.models import resolve_local_alias
+from loralab.plan.planner import build_plan
 from loralab.train.precision import PrecisionPolicy
 
-TASK_TYPES = {"seq-cls": "SEQ_CLS", "causal-lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 QLORA_ON_CPU = "QLoRA needs a CUDA GPU and bitsandbytes; remove model.quantization to train in fp32 on CPU"
-ENCODER_ONLY = frozenset(
-    {
-        "bert",
-        "roberta",
-        "xlm-roberta",
-        "electra",
-        "deberta",
-        "deberta-v2",
-        "distilbert",
-        "albert",
-        "camembert",
-    }
-)
 
 
 class PlanMismatchError(RuntimeError):
     """PEFT trains a different number of parameters than `plan` predicted: a bug in loralab's planner."""
-
-
-def is_decoder_only(config: Any) -> bool:
-    """True for causal decoders (GPT-2, Llama, Qwen3...), False for encoders and encoder-decoders."""
-    if getattr(config, "is_encoder_decoder", False):
-        return False
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    return getattr(config, "model_type", None) in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not _is_encoder(
-        config
-    )
-
-
-def _is_encoder(config: Any) -> bool:
-    # BERT-like models have a CausalLM class too (BertLMHeadModel), but are encoders by default.
-    return getattr(config, "model_type", "") in ENCODER_ONLY
 
 
 def load_tokenizer(cfg: ExperimentConfig) -> Any:
@@ -61,6 +35,7 @@ def load_tokenizer(cfg: ExperimentConfig) -> Any:
     between the prompt and the continuation (seed 003's summaries). Seq-cls keeps the tokenizer's
     side: transformers' *ForSequenceClassification finds the last non-pad token either way.
     """
+    # torch/transformers/peft: `plan` imports this module for load_tokenizer and stays torch-free
     from transformers import AutoConfig, AutoTokenizer
 
     m = cfg.model
@@ -79,8 +54,6 @@ def load_tokenizer(cfg: ExperimentConfig) -> Any:
 
 def model_path(name: str) -> str:
     """`name`, or the local folder of a packaged-model alias (loralab.models)."""
-    from loralab.models import resolve_local_alias
-
     alias = resolve_local_alias(name)
     return str(alias) if alias is not None else name
 
@@ -93,16 +66,6 @@ def _not_downloadable(name: str, what: str, e: BaseException) -> LoralabError:
     )
 
 
-def _auto_class(task: str) -> Any:
-    import transformers
-
-    return {
-        "seq-cls": transformers.AutoModelForSequenceClassification,
-        "causal-lm": transformers.AutoModelForCausalLM,
-        "seq2seq": transformers.AutoModelForSeq2SeqLM,
-    }[task]
-
-
 def quantization_kwargs(cfg: ExperimentConfig, policy: PrecisionPolicy) -> dict[str, Any]:
     """from_pretrained kwargs for QLoRA (quantization_config, device_map), {} without quantization."""
     q = dict(cfg.model.quantization or {})
@@ -111,6 +74,7 @@ def quantization_kwargs(cfg: ExperimentConfig, policy: PrecisionPolicy) -> dict[
     if policy.device != "cuda":
         raise LoralabError(QLORA_ON_CPU)
     try:
+        # torch/transformers/peft: `plan` imports this module for load_tokenizer and stays torch-free
         import bitsandbytes  # noqa: F401
         import torch
         from transformers import BitsAndBytesConfig
@@ -135,6 +99,7 @@ def configured_device_map(cfg: ExperimentConfig) -> Any:
 
 
 def from_pretrained_kwargs(cfg: ExperimentConfig, policy: PrecisionPolicy, run_dir: Path) -> dict[str, Any]:
+    # torch/transformers/peft: `plan` imports this module for load_tokenizer and stays torch-free
     import torch
 
     m = cfg.model
@@ -168,7 +133,7 @@ def load_model(
     if "offload_folder" in kwargs:
         Path(kwargs["offload_folder"]).mkdir(parents=True, exist_ok=True)
     try:
-        model = _auto_class(cfg.model.task).from_pretrained(model_path(cfg.model.name_or_path), **kwargs)
+        model = auto_class(cfg.model.task).from_pretrained(model_path(cfg.model.name_or_path), **kwargs)
     except OSError as e:
         raise _not_downloadable(cfg.model.name_or_path, "weights", e) from e
     set_pad_token_id(model, tokenizer)
@@ -209,9 +174,6 @@ def model_input_names(model: Any, tokenizer: Any) -> list[str]:
 
 def lora_kwargs(cfg: ExperimentConfig) -> tuple[dict[str, Any], Any]:
     """(LoraConfig kwargs with layers_to_transform resolved as `plan` resolves them, the plan)."""
-    from loralab.arch.cache import get_arch_record
-    from loralab.plan.planner import build_plan
-
     m = cfg.model
     arch = get_arch_record(
         m.name_or_path,
@@ -221,7 +183,7 @@ def lora_kwargs(cfg: ExperimentConfig) -> tuple[dict[str, Any], Any]:
         trust_remote_code=m.trust_remote_code,
     )
     lora = cfg.lora_config_dict()
-    lora.setdefault("task_type", TASK_TYPES[m.task])
+    lora.setdefault("task_type", TASK_TO_TASK_TYPE[m.task])
     dtype = m.torch_dtype if m.torch_dtype not in (None, "auto") else None
     plan = build_plan(arch, dict(lora), source=str(cfg.source), load_dtype=dtype, with_options=False)
     if lora.get("layers_to_transform") is not None:
@@ -236,6 +198,7 @@ def trainable_count(model: Any) -> int:
 
 def apply_lora(model: Any, cfg: ExperimentConfig) -> Any:
     """get_peft_model with cfg's LoRA config; the trainable count must equal plan's."""
+    # torch/transformers/peft: `plan` imports this module for load_tokenizer and stays torch-free
     from peft import LoraConfig, get_peft_model
 
     lora, plan = lora_kwargs(cfg)

@@ -29,6 +29,7 @@ class PrecisionPolicy:
 
 
 def detect_device() -> str:
+    # torch: `plan` imports this module through loading and stays torch-free
     import torch
 
     if torch.cuda.is_available():
@@ -40,6 +41,7 @@ def detect_device() -> str:
 
 
 def _cuda_bf16() -> bool:
+    # torch: `plan` imports this module through loading and stays torch-free
     import torch
 
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())

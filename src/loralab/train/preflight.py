@@ -10,20 +10,26 @@ only the framework knows about surface too. No real weights are loaded.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoTokenizer
+
+from loralab.arch.hf import auto_class, hf_config_from_dict, is_decoder_only, known_model_type
 from loralab.arch.resolve import resolve_model
+from loralab.arch.twin import TWIN_VOCAB, twin_config, twin_lora
 from loralab.config.models import ExperimentConfig
+from loralab.data import read_rows
 from loralab.errors import LoralabError, PlanError
 from loralab.train.findings import Finding
 from loralab.train.loading import (
     QLORA_ON_CPU,
-    _auto_class,
     configured_device_map,
-    is_decoder_only,
     lora_kwargs,
     model_input_names,
     model_path,
@@ -31,7 +37,6 @@ from loralab.train.loading import (
 )
 from loralab.train.precision import PrecisionPolicy, choose_precision, conflicts
 
-TWIN_HIDDEN, TWIN_LAYERS, TWIN_HEADS, TWIN_VOCAB = 64, 2, 4, 512
 # What CUDA's GradScaler raises on bf16 gradients (seed 003). torch's CPU kernel accepts bf16, so on a
 # CPU the twin reproduces the CUDA failure from the gradients' dtype.
 CUDA_BF16_UNSCALE = "\"_amp_foreach_non_finite_check_and_unscale_cuda\" not implemented for 'BFloat16'"
@@ -109,8 +114,6 @@ def _first_line(e: BaseException) -> str:
 
 def check_model_config(ctx: _Ctx) -> list[Finding]:
     """Resolve config.json; an unknown model_type needs remote code, which is off by default."""
-    from transformers import CONFIG_MAPPING
-
     m = ctx.cfg.model
     try:
         resolved = resolve_model(m.name_or_path, revision=m.revision)
@@ -120,8 +123,8 @@ def check_model_config(ctx: _Ctx) -> list[Finding]:
             Finding("model.resolve", "error", e.message(), "give a hub id, a bundled model or a local folder")
         ]
     model_type = str(ctx.config.get("model_type", ""))
-    if model_type in CONFIG_MAPPING:
-        ctx.hf_config = CONFIG_MAPPING[model_type].from_dict(dict(ctx.config))
+    if known_model_type(ctx.config):
+        ctx.hf_config = hf_config_from_dict(ctx.config)
         return []
     if m.trust_remote_code:
         return [
@@ -159,8 +162,6 @@ def check_plan(ctx: _Ctx) -> list[Finding]:
 
 def check_tokenizer(ctx: _Ctx) -> list[Finding]:
     """Pad token and padding side of a decoder-only model's tokenizer, as shipped (loralab fixes both)."""
-    from transformers import AutoTokenizer
-
     m = ctx.cfg.model
     if ctx.hf_config is None:
         return []
@@ -203,7 +204,7 @@ def check_tokenizer(ctx: _Ctx) -> list[Finding]:
 
 
 def _model_class(ctx: _Ctx) -> Any:
-    auto = _auto_class(ctx.cfg.model.task)
+    auto = auto_class(ctx.cfg.model.task)
     return auto._model_mapping[type(ctx.hf_config)]
 
 
@@ -273,10 +274,6 @@ def check_labels(ctx: _Ctx) -> list[Finding]:
     train = cfg.resolve_path(d.train_file)
     if not train.is_file():
         return []
-    try:
-        from loralab.data import read_rows
-    except ImportError as e:
-        return [Finding("data.labels", "info", f"label coverage not checked: {_first_line(e)}", "")]
     labels = set(read_rows(train, label_field=d.label_field).labels)
     out: list[Finding] = []
     n = cfg.model.num_labels or 0
@@ -318,8 +315,6 @@ def check_labels(ctx: _Ctx) -> list[Finding]:
 def available_memory(device: str) -> int:
     """Free bytes on the GPU, or the machine's physical memory (no psutil) otherwise."""
     if device == "cuda":
-        import torch
-
         free, _ = torch.cuda.mem_get_info()
         return int(free)
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -353,65 +348,6 @@ def check_memory(ctx: _Ctx) -> list[Finding]:
 # ---- the twin ------------------------------------------------------------------------------------
 
 
-def _std_key(hf_config: Any, name: str) -> str:
-    return str(getattr(type(hf_config), "attribute_map", {}).get(name, name))
-
-
-def twin_config(hf_config: Any, task: str, num_labels: int | None) -> Any:
-    """Same model_type and module names, 2 layers, hidden 64, vocab 512 (head counts kept consistent)."""
-    d = hf_config.to_dict()
-    hidden_key, layers_key = _std_key(hf_config, "hidden_size"), _std_key(hf_config, "num_hidden_layers")
-    heads_key = _std_key(hf_config, "num_attention_heads")
-    old_hidden, old_layers = int(d.get(hidden_key) or 64), int(d.get(layers_key) or 2)
-    old_heads = d.get(heads_key)
-    for k in ("_name_or_path", "quantization_config", "torch_dtype", "dtype", "id2label", "label2id"):
-        d.pop(k, None)
-    d[hidden_key] = TWIN_HIDDEN
-    for k in {layers_key, "encoder_layers", "decoder_layers", "num_decoder_layers"} & d.keys():
-        d[k] = TWIN_LAYERS
-    for k in {heads_key, "encoder_attention_heads", "decoder_attention_heads"} & d.keys():
-        d[k] = TWIN_HEADS
-    kv = d.get("num_key_value_heads")
-    if isinstance(kv, int):  # keep GQA (fewer kv heads) or MQA (one) as the original has it
-        d["num_key_value_heads"] = 1 if kv == 1 else TWIN_HEADS if kv == old_heads else 2
-    for k in ("head_dim", "d_kv"):
-        if isinstance(d.get(k), int):
-            d[k] = TWIN_HIDDEN // TWIN_HEADS
-    for k in ("intermediate_size", "encoder_ffn_dim", "decoder_ffn_dim", "d_ff", "n_inner", "ffn_dim"):
-        if isinstance(d.get(k), int):  # keep the MLP's widening ratio, in multiples of 16
-            d[k] = 16 * max(1, round(4 * d[k] / old_hidden))
-    for k in ("max_position_embeddings", "n_positions"):
-        if isinstance(d.get(k), int):
-            d[k] = min(d[k], 512)
-    if isinstance(d.get("max_window_layers"), int):
-        d["max_window_layers"] = min(d["max_window_layers"], TWIN_LAYERS)
-    for k, v in list(d.items()):  # per-layer lists (Qwen3's layer_types) follow the layer count
-        if isinstance(v, list) and len(v) == old_layers and old_layers != TWIN_LAYERS:
-            d[k] = v[:TWIN_LAYERS]
-    d["vocab_size"] = TWIN_VOCAB
-    for k in ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "sep_token_id"):
-        v = d.get(k)
-        if isinstance(v, int):
-            d[k] = v % TWIN_VOCAB
-        elif isinstance(v, list):
-            d[k] = [x % TWIN_VOCAB for x in v]
-    out = type(hf_config).from_dict(d)
-    if task == "seq-cls":
-        out.num_labels = num_labels or 2
-    return out
-
-
-def twin_lora(lora: dict[str, Any], num_layers: int) -> dict[str, Any]:
-    """The LoRA kwargs on the twin: resolved layers mapped to the twin's 2 by relative position."""
-    out = dict(lora)
-    layers = out.get("layers_to_transform")
-    if layers:
-        out["layers_to_transform"] = sorted(
-            {min(TWIN_LAYERS - 1, j * TWIN_LAYERS // num_layers) for j in layers}
-        )
-    return out
-
-
 def _twin_batch(model: Any, ctx: _Ctx, torch: Any) -> dict[str, Any]:
     """Two sequences of 8 tokens, the second padded on the side the pipeline pads."""
     cfg = model.config
@@ -441,8 +377,6 @@ def _twin_batch(model: Any, ctx: _Ctx, torch: Any) -> dict[str, Any]:
 
 
 def _forward_params(model: Any) -> set[str]:
-    import inspect
-
     return set(inspect.signature(model.forward).parameters)
 
 
@@ -461,8 +395,6 @@ def check_twin(ctx: _Ctx) -> list[Finding]:
     """One forward+backward step of a shrunken random twin under the configured precision path."""
     if ctx.hf_config is None or (ctx.cfg.lora.enable and ctx.lora is None):
         return [Finding("twin", "info", "twin step skipped (the model or LoRA config did not resolve)", "")]
-    import torch
-
     cfg, policy = ctx.cfg, ctx.policy
     # The GradScaler path runs when loralab would pick it or the user's training_args force fp16;
     # then the twin's weights take the configured dtype, as they would on the GPU (seed 003).
@@ -474,12 +406,10 @@ def check_twin(ctx: _Ctx) -> list[Finding]:
     try:
         tcfg = twin_config(ctx.hf_config, cfg.model.task, cfg.model.num_labels)
         torch.manual_seed(0)
-        model = _auto_class(cfg.model.task).from_config(tcfg).to(dtype=getattr(torch, dtype), device=device)
+        model = auto_class(cfg.model.task).from_config(tcfg).to(dtype=getattr(torch, dtype), device=device)
         set_pad_token_id(model, None)
         if cfg.lora.enable and ctx.lora is not None:
             stage = "apply LoRA"
-            from peft import LoraConfig, get_peft_model
-
             model = get_peft_model(model, LoraConfig(**twin_lora(ctx.lora, ctx.plan.arch.num_layers)))
         model.train()
         stage = "forward"

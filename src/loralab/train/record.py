@@ -6,10 +6,28 @@ import importlib.metadata
 import os
 import platform
 import subprocess
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from loralab.train.session import Session
+import torch
+
+from loralab.config.models import ExperimentConfig
+from loralab.evaluate.training_log import best_epoch, memory_device
+from loralab.plan.planner import Plan
+from loralab.train.callbacks import peak_memory_bytes
+from loralab.train.precision import PrecisionPolicy
+
+
+class RunState(Protocol):
+    """What a record is built from: a `Session` after validate (a protocol, so this module need
+    not import the session that calls it)."""
+
+    cfg: ExperimentConfig
+    metrics: dict[str, Any]
+    plan: Plan | None
+    policy: PrecisionPolicy | None
+    notes: list[str]
+    trainer: Any
+
 
 PACKAGES = (
     "loralab",
@@ -23,21 +41,31 @@ PACKAGES = (
 )
 
 
-def _best_epoch(session: Session) -> float | None:
-    state = session.trainer.state if session.trainer is not None else None
-    if state is None or state.best_global_step is None:
+def _best_epoch(session: RunState) -> float | None:
+    """From the evaluations the Trainer logged, by its `metric_for_best_model` (else eval loss): the
+    Trainer itself only tracks a best step with `metric_for_best_model`/`load_best_model_at_end`."""
+    trainer = session.trainer
+    state = trainer.state if trainer is not None else None
+    if state is None:
         return None
+    args = trainer.args
+    found = best_epoch(
+        state.log_history,
+        getattr(args, "metric_for_best_model", None),
+        getattr(args, "greater_is_better", None),
+    )
+    if found is not None or state.best_global_step is None:
+        return found
     for h in state.log_history:
         if h.get("step") == state.best_global_step and "epoch" in h:
             return float(h["epoch"])
     return None
 
 
-def build_record(session: Session, seconds: float) -> dict[str, Any]:
-    """`phase`, `target_modules`, `lora_params`, `training_time_hours`, `peak_memory_gb_per_gpu`,
-    `best_epoch`, `metrics` and `per_class_f1`, with loralab's bucket names (rank ranges)."""
-    from loralab.train.callbacks import peak_memory_bytes
-
+def build_record(session: RunState, seconds: float) -> dict[str, Any]:
+    """`phase`, `target_modules`, `lora_params`, `training_time_hours`, `peak_memory_gb_per_gpu`
+    (with `peak_memory_device`: "cuda" for CUDA max allocated per GPU, "cpu" for the host process's
+    peak RSS), `best_epoch`, `metrics` and `per_class_f1`, with loralab's bucket names (rank ranges)."""
     cfg = session.cfg
     m = session.metrics
     mem, kind = peak_memory_bytes()
@@ -50,8 +78,10 @@ def build_record(session: Session, seconds: float) -> dict[str, Any]:
         "layers_to_transform": lora.get("layers_to_transform"),
         "lora_params": session.plan.counts.trainable_params if session.plan is not None else None,
         "training_time_hours": round(seconds / 3600, 4),
+        # the key keeps its seed 000 name; on a CPU run the number is the process's peak RSS
         "peak_memory_gb_per_gpu": round(mem / 1024**3, 3),
         "peak_memory_kind": kind,
+        "peak_memory_device": memory_device(kind),
         "best_epoch": _best_epoch(session),
         "metrics": {
             "weighted_f1": m.get("weighted_f1"),
@@ -76,8 +106,6 @@ def _git(*args: str) -> str | None:
 
 
 def environment() -> dict[str, Any]:
-    import torch
-
     versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:

@@ -20,8 +20,9 @@ A failed run keeps everything written so far; `--resume` continues from the last
 
 from __future__ import annotations
 
-import json
-import os
+import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,9 +30,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rich.console import Console
 
+from loralab.config import load_experiment
 from loralab.config.models import ExperimentConfig
+from loralab.data import infer_num_labels
 from loralab.errors import LoralabError
+from loralab.io import is_main_process, quiet_libraries, write_json
+from loralab.train.preflight import PreflightReport, run_preflight
+from loralab.train.report import print_preflight
+from loralab.train.session import Session
 
 RUNS_DIR = Path("runs")
 
@@ -45,29 +53,12 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
-def rank() -> int:
-    """This process's rank under torchrun/accelerate launch (0 when not distributed)."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def is_main_process() -> bool:
-    return rank() == 0
-
-
 def new_run_dir(cfg: ExperimentConfig, output: Path | None) -> Path:
     if output is not None:
         return output
     name = (cfg.experiment or {}).get("name") or cfg.source.stem
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return RUNS_DIR / f"{stamp}-{name}"
-
-
-def write_json(path: Path, obj: Any) -> None:
-    if not is_main_process():
-        return  # one writer per run directory: rank 0
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def set_status(run_dir: Path, status: str, **extra: Any) -> None:
@@ -110,17 +101,17 @@ def train(
     check_only: bool = False,
 ) -> RunResult | None:
     """Preflight, then setup / fit / validate. Returns None for `check_only`."""
-    from loralab.config import load_experiment
-    from loralab.train.preflight import run_preflight
-
     cfg = config if isinstance(config, ExperimentConfig) else load_experiment(config)
+    if cfg.model.task == "seq-cls" and cfg.model.num_labels is None:
+        # Inferred before preflight and before config.yaml is written, so both see the number.
+        cfg.model.num_labels, note = infer_num_labels(cfg)
+        if not quiet and is_main_process():
+            Console(stderr=True).print(f"[cyan]note:[/] {note}")
     quiet_libraries()
     # Preflight once per run: under DDP the other ranks trust rank 0's verdict (it runs first,
     # before any process group exists, and a failure stops the launcher).
     report = run_preflight(cfg) if is_main_process() else _skipped_preflight()
     if check_only or not report.ok:
-        from loralab.train.report import print_preflight
-
         print_preflight(report)
         if not report.ok:
             raise PreflightFailed(report.lines())
@@ -133,8 +124,6 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     save_resolved_config(cfg, run_dir)
     write_json(run_dir / "preflight.json", [f.__dict__ for f in report.findings])
-    from loralab.train.session import Session
-
     session = Session(cfg, run_dir, quiet=quiet)
     set_status(run_dir, "running")
     t0 = time.perf_counter()
@@ -153,31 +142,11 @@ def train(
     return RunResult(run_dir, metrics, record, time.perf_counter() - t0, session.notes)
 
 
-def quiet_libraries() -> None:
-    """Library chatter (load reports, deprecation notices, MLflow's INFO lines) would bury loralab's
-    own progress and findings; their warnings that matter are re-stated by preflight."""
-    import logging
-    import warnings
-
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
-
-
-def _skipped_preflight() -> Any:
-    from loralab.train.preflight import PreflightReport
-
+def _skipped_preflight() -> PreflightReport:
     return PreflightReport(findings=[])
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -192,11 +161,6 @@ def launch_distributed(
     the HF Trainer sets up DDP (and DeepSpeed, from the experiment's deepspeed config) from torchrun's
     environment itself. The run directory is fixed here so that every rank uses the same one.
     """
-    import subprocess
-    import sys
-
-    from loralab.config import load_experiment
-
     cfg = load_experiment(config)
     run_dir = new_run_dir(cfg, output)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes)]

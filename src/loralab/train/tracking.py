@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from loralab.train.callbacks import MLflowCallback
-    from loralab.train.session import Session
+from loralab.config.models import ExperimentConfig
+from loralab.plan.planner import Plan
+from loralab.train.callbacks import MLflowCallback
 
 
 def default_tracking_uri() -> str:
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def tracking_params(session: Session) -> dict[str, Any]:
-    cfg = session.cfg
-    plan = session.plan
+def tracking_params(cfg: ExperimentConfig, plan: Plan | None) -> dict[str, Any]:
     lora = cfg.lora_config_dict()
     params: dict[str, Any] = {
         "model": cfg.model.name_or_path,
@@ -46,21 +44,22 @@ def tracking_params(session: Session) -> dict[str, Any]:
     return params
 
 
-def mlflow_callback(session: Session) -> MLflowCallback | None:
-    from loralab.train.callbacks import MLflowCallback
-
-    t = session.cfg.tracking or {}
+def mlflow_callback(
+    cfg: ExperimentConfig, plan: Plan | None, run_dir: Path, notes: list[str]
+) -> MLflowCallback | None:
+    """The MLflow callback of a run, started; None when tracking is off. What went wrong goes to `notes`."""
+    t = cfg.tracking or {}
     if t.get("backend") == "none":
         return None
     if importlib.util.find_spec("mlflow") is None:
-        session.notes.append("MLflow is not installed: the run is not tracked (pip install mlflow-skinny)")
+        notes.append("MLflow is not installed: the run is not tracked (pip install mlflow-skinny)")
         return None
-    experiment = t.get("experiment_name") or (session.cfg.experiment or {}).get("name") or "loralab"
-    run_name = t.get("run_name") or session.run_dir.name
+    experiment = t.get("experiment_name") or (cfg.experiment or {}).get("name") or "loralab"
+    run_name = t.get("run_name") or run_dir.name
     cb = MLflowCallback(
-        t.get("uri") or default_tracking_uri(), experiment, run_name, tracking_params(session)
+        t.get("uri") or default_tracking_uri(), experiment, run_name, tracking_params(cfg, plan)
     )
     cb.start()
     if cb.failed:
-        session.notes.append(f"MLflow tracking failed and was turned off: {cb.failed}")
+        notes.append(f"MLflow tracking failed and was turned off: {cb.failed}")
     return cb

@@ -1,9 +1,8 @@
-"""`loralab plan` and `loralab modules`: glue between config, architecture records and rendering."""
+"""`loralab plan` and `loralab modules`: the plan of an experiment file with its memory, time and twin
+measurement (which read the training data and the tokenizer), rendered or as JSON."""
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,50 +10,24 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from loralab.arch.cache import get_arch_record
+from loralab.arch.hf import default_task
 from loralab.arch.records import ArchRecord, ModuleRecord, name_pattern
-from loralab.config.models import TASK_TO_TASK_TYPE
+from loralab.arch.resolve import resolve_model
+from loralab.config import load_experiment
+from loralab.config.models import TASK_TO_TASK_TYPE, ExperimentConfig
+from loralab.data import infer_num_labels, read_rows
 from loralab.errors import ConfigError, Problem
-from loralab.plan.planner import Plan, build_plan
+from loralab.io import print_json
+from loralab.plan.experiment import plan_experiment
+from loralab.plan.measure import TwinComparison, measure_twin
+from loralab.plan.memory import MemoryEstimate, estimate_memory
+from loralab.plan.planner import Plan
 from loralab.plan.render import plan_to_json, print_plan
-
-
-def plan_from_config(config: Path, *, with_options: bool = True) -> tuple[Plan, list[str]]:
-    """Load an experiment file and plan its LoRA config on its model's architecture."""
-    _cfg, plan, notes = load_and_plan(config, with_options=with_options)
-    return plan, notes
-
-
-def load_and_plan(config: Path, *, with_options: bool = True) -> tuple[Any, Plan, list[str]]:
-    """The loaded experiment, its plan, and the config's notes."""
-    from loralab.arch.cache import get_arch_record
-    from loralab.config import load_experiment
-
-    cfg = load_experiment(config)
-    if not cfg.lora.enable:
-        raise ConfigError(
-            [
-                Problem(
-                    str(config),
-                    "lora.enable",
-                    "LoRA is disabled, there is nothing to plan",
-                    "set enable: true",
-                )
-            ]
-        )
-    m = cfg.model
-    arch = get_arch_record(
-        m.name_or_path,
-        task=m.task,
-        num_labels=m.num_labels,
-        revision=m.revision,
-        trust_remote_code=m.trust_remote_code,
-    )
-    lora = dict(cfg.lora_config_dict())
-    # The PeftModel class (and so the heads added to modules_to_save) follows the task.
-    lora.setdefault("task_type", TASK_TO_TASK_TYPE[m.task])
-    dtype = m.torch_dtype if m.torch_dtype not in (None, "auto") else None
-    plan = build_plan(arch, lora, source=str(config), load_dtype=dtype, with_options=with_options)
-    return cfg, plan, list(cfg.notes)
+from loralab.plan.render_memory import measure_table, print_memory, time_table
+from loralab.plan.setup import Overrides, detected_gpu_memory, parse_size, setup_from_config
+from loralab.plan.timing import GPUS, TimeEstimate, estimate_time
+from loralab.train.loading import load_tokenizer
 
 
 def run_plan(
@@ -65,9 +38,12 @@ def run_plan(
     out: Console,
     extra: PlanExtras | None = None,
 ) -> None:
-    from loralab.plan.render_memory import measure_table, print_memory
-
-    cfg, plan, notes = load_and_plan(config, with_options=with_options)
+    cfg = load_experiment(config)
+    notes = list(cfg.notes)
+    if cfg.model.task == "seq-cls" and cfg.model.num_labels is None:
+        cfg.model.num_labels, note = infer_num_labels(cfg)
+        notes.append(note)
+    plan = plan_experiment(cfg, with_options=with_options)
     extra = extra or PlanExtras()
     memory, time_est, measured = plan_extras(cfg, plan, extra, config)
     if as_json:
@@ -84,14 +60,12 @@ def run_plan(
                 "ratios": measured.ratios(),
                 "notes": measured.notes,
             }
-        sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+        print_json(obj)
         return
     print_plan(plan, out, notes)
     if memory is not None:
         print_memory(memory, out)
     if time_est is not None:
-        from loralab.plan.render_memory import time_table
-
         out.print(time_table(time_est))
         for n in time_est.notes:
             out.print(f"[dim]note: {n}[/]")
@@ -106,7 +80,7 @@ def run_plan(
 class PlanExtras:
     """The memory/time/measure options of `loralab plan`."""
 
-    overrides: Any = None  # loralab.plan.setup.Overrides
+    overrides: Overrides | None = None
     gpu_mem: str | None = None
     measure: bool = False
     tokens: int | None = None
@@ -115,12 +89,10 @@ class PlanExtras:
     mfu: float | None = None
 
 
-def plan_extras(cfg: Any, plan: Plan, extra: PlanExtras, config: Path) -> tuple[Any, Any, Any]:
+def plan_extras(
+    cfg: ExperimentConfig, plan: Plan, extra: PlanExtras, config: Path
+) -> tuple[MemoryEstimate, TimeEstimate | None, TwinComparison | None]:
     """Memory estimate (with a verdict when a budget is known), time estimate, twin measurement."""
-    from loralab.arch.resolve import resolve_model
-    from loralab.plan.memory import estimate_memory
-    from loralab.plan.setup import Overrides, detected_gpu_memory, parse_size, setup_from_config
-
     ov = extra.overrides or Overrides()
     setup, setup_notes = setup_from_config(cfg, plan.arch, ov)
     m = cfg.model
@@ -133,8 +105,6 @@ def plan_extras(cfg: Any, plan: Plan, extra: PlanExtras, config: Path) -> tuple[
     time_est = plan_time(cfg, memory, extra) if memory.modelled else None
     measured = None
     if extra.measure:
-        from loralab.plan.measure import measure_twin
-
         measured = measure_twin(cfg, plan, setup)
     return memory, time_est, measured
 
@@ -142,17 +112,13 @@ def plan_extras(cfg: Any, plan: Plan, extra: PlanExtras, config: Path) -> tuple[
 def gpu_table_memory(name: str | None) -> int | None:
     if not name:
         return None
-    from loralab.plan.timing import GPUS
-
     spec = GPUS.get(name)
     return int(spec[1] * 2**30) if spec else None
 
 
-def plan_time(cfg: Any, memory: Any, extra: PlanExtras) -> Any:
+def plan_time(cfg: ExperimentConfig, memory: MemoryEstimate, extra: PlanExtras) -> TimeEstimate:
     """Hours for the configured epochs; tokens from --tokens, else from data.train_file. The FLOPs
     come from the replay the memory estimate already ran."""
-    from loralab.plan.timing import estimate_time
-
     epochs = float(cfg.training_args.get("num_train_epochs") or 3.0)  # TrainingArguments' default
     if extra.tokens:
         tokens, source = int(extra.tokens), "--tokens (per epoch)"
@@ -170,11 +136,9 @@ def plan_time(cfg: Any, memory: Any, extra: PlanExtras) -> Any:
     )
 
 
-def data_tokens(cfg: Any, max_len: int) -> tuple[int, str]:
+def data_tokens(cfg: ExperimentConfig, max_len: int) -> tuple[int, str]:
     """Tokens one epoch processes: the training rows (after extract_ratio) tokenized and truncated
     at `max_len` when the tokenizer loads; else rows x max_len, an upper bound. (0, why) without data."""
-    from loralab.data import read_rows
-
     d = cfg.data
     if not d.train_file:
         return 0, "unknown: no data.train_file (pass --tokens)"
@@ -185,8 +149,6 @@ def data_tokens(cfg: Any, max_len: int) -> tuple[int, str]:
     ratio = float(d.extract_ratio or 1.0)
     n = round(len(rows.rows) * ratio)
     try:
-        from loralab.train.loading import load_tokenizer
-
         tok = load_tokenizer(cfg)
     except Exception:  # offline hub id, no tokenizer files: fall back to the bound
         return n * max_len, f"{n:,} rows x {max_len} (upper bound: the tokenizer is not available)"
@@ -227,20 +189,6 @@ def module_rows(arch: ArchRecord, show_all: bool) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-# Encoder-only families: their natural LoRA task is classification, and most have no causal-LM class.
-_ENCODER_ONLY = {"bert", "roberta", "xlm-roberta", "electra", "deberta", "deberta-v2", "distilbert", "albert"}
-
-
-def default_task(config: dict[str, Any]) -> str:
-    """The task a model is usually fine-tuned for, from its config alone."""
-    if config.get("is_encoder_decoder"):
-        return "seq2seq"
-    archs = " ".join(config.get("architectures") or [])
-    if config.get("model_type") in _ENCODER_ONLY or "ForSequenceClassification" in archs:
-        return "seq-cls"
-    return "causal-lm"
-
-
 def run_modules(
     model: str,
     *,
@@ -251,9 +199,6 @@ def run_modules(
     trust_remote_code: bool,
     out: Console,
 ) -> None:
-    from loralab.arch.cache import get_arch_record
-    from loralab.arch.resolve import resolve_model
-
     if task is None:
         task = default_task(resolve_model(model, trust_remote_code=trust_remote_code).config)
     if task not in TASK_TO_TASK_TYPE:
@@ -272,7 +217,7 @@ def run_modules(
             "total_params": arch.total_params,
             "modules": rows,
         }
-        sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+        print_json(obj)
         return
     t = Table(
         title=f"{arch.model_id}: {arch.architecture}, {arch.num_layers} layers, {arch.total_params:,} params"
