@@ -276,9 +276,25 @@ def embed(t: Tape, arch: ArchRecord, b: int, s: int, hidden: int) -> Act:
     # layer, even those below the lowest adapter.
     rg = t.s.input_requires_grad or t.s.gradient_checkpointing
     if site is not None:  # PEFT's Embedding: F.embedding(ids, lora_embedding_A.T) @ B
-        t.save(t.new(b * s, "int64", False), t.new(b * s * site.r, t.s.adapter_dtype, True))
+        # the lookup keeps the ids; the matmul keeps the looked-up rows (autocast: its lower-precision
+        # copy of them and of B; the float32 rows themselves are then not kept)
+        after_a = t.new(b * s * site.r, t.s.adapter_dtype, True)
+        t.save(t.new(b * s, "int64", False), t.low(after_a))
+        t.weight_copy(t.s.adapter_dtype, site.r * hidden, True)
         t.fwd += 2 * b * s * site.r * hidden  # the lookup is no matmul; @ lora_embedding_B is
-        t.bwd += 2 * b * s * site.r * hidden  # dB (the lookup's backward is a scatter-add)
+        # dB, and the rows' gradient for A's (the lookup's own backward is a scatter-add)
+        t.bwd += 2 * 2 * b * s * site.r * hidden
+        if site.dora:
+            # DoraEmbeddingLayer (peft tuners/lora/dora.py; DoRA, arXiv:2402.09353): `(A @ B).T` for the
+            # detached weight norm (a forward matmul, no backward), then
+            # `scale * base + scale * (rows @ B) * s` with scale = magnitude / norm: `magnitude / norm`
+            # keeps the norm, the products keep the scale, the LoRA product and the base lookup
+            vocab = int(t.modules[name or ""].in_features or 0)
+            t.fwd += 2 * vocab * site.r * hidden
+            a = t.s.adapter_dtype
+            lora_out = t.new(b * s * hidden, t.out_dtype(after_a), True)
+            t.save(t.new(hidden, a, False), t.new(hidden, a, True), lora_out)
+            t.save(t.new(b * s * hidden, t.s.dtype, False))  # the base embedding output
         rg = True
     return t.new(b * s * hidden, t.s.dtype, rg)
 
@@ -429,5 +445,6 @@ def estimate_activations(plan: Any, cfg: dict[str, Any], setup: ActivationSetup)
             f"(modelled: {', '.join(sorted(SUPPORTED))})"
         )
     dropout = float(plan.spec.lora_dropout or 0.0)
-    sites = {m.name: Site(r=m.r, dropout=dropout) for m in plan.counts.modules}
+    dora = bool(plan.spec.use_dora)
+    sites = {m.name: Site(r=m.r, dropout=dropout, dora=dora) for m in plan.counts.modules}
     return replay(arch, cfg, sites, setup)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from loralab.arch.records import ArchRecord
+from loralab.arch.records import ArchRecord, ModuleRecord
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8, "int64": 8, "bool": 1}
 # Activation functions by transformers' ACT2FN name -> tensors of the input's size they keep.
@@ -98,6 +98,7 @@ class ActivationEstimate:
 class Site:
     r: int
     dropout: float
+    dora: bool = False  # LoraConfig(use_dora=True): PEFT's DoraLinearLayer / DoraEmbeddingLayer
 
 
 class Tape:
@@ -184,8 +185,9 @@ class Tape:
         mm = 2 * tokens * in_features * out_features
         self.fwd += mm
         self.bwd += mm if x.rg else 0
+        base = self.new(tokens * out_features, self.out_dtype(x), x.rg)
         if site is None:
-            return self.new(tokens * out_features, self.out_dtype(x), x.rg)
+            return base
         # PEFT's Linear.forward: x.to(lora_A.weight.dtype), dropout, lora_A, lora_B, * scaling.
         xa = self.cast(x, self.s.adapter_dtype)
         xd = self.dropout(xa, site.dropout)
@@ -198,7 +200,62 @@ class Tape:
         h = self.new(tokens * site.r, self.out_dtype(xd), True)
         self.save(self.low(h))  # lora_B keeps its input
         self.weight_copy(self.s.adapter_dtype, site.r * out_features, True)
+        if site.dora:
+            lora_out = self.new(tokens * out_features, self.out_dtype(h), True)
+            self.dora_linear(name, site, xd, base, lora_out)
         return self.new(tokens * out_features, self.out_dtype(x), True)
+
+    def dora_linear(self, name: str, site: Site, xd: Act, base: Act, lora_out: Act) -> None:
+        """What PEFT's DoRA (Liu et al. 2024, arXiv:2402.09353) keeps on top of LoRA's A and B inputs.
+
+        DoraLinearLayer.forward (peft 0.21, tuners/lora/dora.py) returns
+        `(m / ||W + s*BA||_c - 1) * base + (m / ||W + s*BA||_c) * lora_B(lora_A(x)) * s`, with the
+        norm detached as the paper's §4.3 proposes, so the norm's own graph is dropped once the
+        forward returns (measured as `transient`, see loralab.plan.saved) and what stays is:
+        - the norm, (out,) in the adapter dtype: `magnitude / norm` keeps its divisor;
+        - `base`, (tokens, out): `(scale - 1) * base` keeps it because the scale trains;
+        - `scale - 1`, (out,), when `base` needs a gradient too;
+        - `scale`, (out,), and the LoRA branch's output, (tokens, out): their product keeps both.
+        """
+        m = self.modules[name]
+        n_in, n_out, a = int(m.in_features or 0), int(m.out_features or 0), self.s.adapter_dtype
+        tokens = max(1, xd.numel // max(1, n_in))
+        # get_lora_weight runs lora_B(lora_A(eye(in))) on every call: two matmuls in the forward
+        # pass, and no backward, as only a detached copy of the product is used
+        self.fwd += 2 * n_in * n_in * site.r + 2 * n_in * site.r * n_out
+        self.save(self.new(n_out, a, False))  # the norm
+        if site.dropout > 0:
+            # DoraLinearVariant.forward: with dropout the base output is not x's but dropout(x)'s, so
+            # PEFT recomputes F.linear(dropout(x), W.to(x.dtype)) (x is in the adapter dtype by then)
+            base = self.dora_base(m, xd, tokens)
+        elif m.has_bias:
+            # the base layer's output minus its bias (a new tensor, in the promoted dtype)
+            base = self.add(base, self.new(n_out, self.s.dtype, False))
+        self.save(base)
+        if base.rg:
+            self.save(self.new(n_out, a, True))  # scale - 1
+        self.save(self.new(n_out, a, True), lora_out)  # scale and the LoRA branch's output
+
+    def dora_base(self, m: ModuleRecord, xd: Act, tokens: int) -> Act:
+        """DoRA's F.linear(dropout(x), transpose(W.to(x.dtype), fan_in_fan_out)) for lora_dropout > 0."""
+        n_in, n_out, a = int(m.in_features or 0), int(m.out_features or 0), self.s.adapter_dtype
+        # W.to(x.dtype) is the frozen parameter itself when the model is loaded in the adapter dtype,
+        # and a fresh copy otherwise; for Conv1D (fan_in_fan_out) PEFT's `transpose` wraps a
+        # parameter's .T in a new nn.Parameter, which requires grad: the matmul then keeps its input
+        # and computes a weight gradient nobody reads
+        is_param = self.s.dtype == a
+        w_rg = m.cls == "Conv1D" and is_param
+        if w_rg:
+            self.save(self.low(xd))
+        if xd.rg:  # the weight, for dX: autocast's lower-precision copy, or the fresh copy
+            if self.s.autocast and a != self.s.autocast:
+                self.save(self.new(n_in * n_out, self.s.autocast, False))
+            elif not is_param:
+                self.save(self.new(n_in * n_out, a, False))
+        mm = 2 * tokens * n_in * n_out
+        self.fwd += mm
+        self.bwd += mm * (int(xd.rg) + int(w_rg))
+        return self.new(tokens * n_out, self.out_dtype(xd), xd.rg or w_rg)
 
     def weight_copy(self, weight_dtype: str, numel: int, needed: bool) -> None:
         if self.s.autocast and weight_dtype != self.s.autocast and needed:
