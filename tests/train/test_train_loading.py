@@ -80,6 +80,8 @@ def _capture(monkeypatch: pytest.MonkeyPatch, cls: Any) -> dict[str, Any]:
         raise _Captured
 
     monkeypatch.setattr(cls, "from_pretrained", fake)
+    # As if the hub answered: offline, loading now fails fast before from_pretrained is reached.
+    monkeypatch.setattr("loralab.train.loading.hub_load_kwargs", lambda *a, **k: {})
     return seen
 
 

@@ -14,6 +14,7 @@ from loralab.arch.exaone import llama_equivalent, rename_record
 from loralab.arch.hf import AUTO_CLASSES, auto_class, hf_config_from_dict, known_model_type
 from loralab.arch.kinds import HEAD_NAMES, PEFT_SEQ_CLS_HEAD_NAMES, in_subtree, is_norm_class, module_kind
 from loralab.arch.records import ArchRecord, ModuleRecord, ParamRecord, peft_layer_index
+from loralab.arch.resolve import hub_load_kwargs
 from loralab.errors import LoralabError
 
 if TYPE_CHECKING:
@@ -165,7 +166,9 @@ def _remote_config(model_id: str, model_type: str) -> Any:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(model_id, trust_remote_code=True)
+        return AutoConfig.from_pretrained(
+            model_id, trust_remote_code=True, **hub_load_kwargs(model_id, what="remote code")
+        )
     except Exception as e:  # any failure to fetch or run the repository's code
         raise ArchitectureError(
             f"cannot load the remote code of '{model_id}' (model type '{model_type}'): {e}"

@@ -13,6 +13,7 @@ from typing import Any
 
 from loralab.arch.cache import get_arch_record
 from loralab.arch.hf import auto_class, is_decoder_only
+from loralab.arch.resolve import hub_load_kwargs
 from loralab.config.models import TASK_TO_TASK_TYPE, ExperimentConfig
 from loralab.errors import LoralabError
 from loralab.models import resolve_local_alias
@@ -35,14 +36,17 @@ def load_tokenizer(cfg: ExperimentConfig) -> Any:
     between the prompt and the continuation (seed 003's summaries). Seq-cls keeps the tokenizer's
     side: transformers' *ForSequenceClassification finds the last non-pad token either way.
     """
+    m = cfg.model
+    name = model_path(m.name_or_path)
+    # Offline, transformers retries a hub id for ~45 s before failing: fail at once, or read the cache.
+    hub = hub_load_kwargs(name, what="tokenizer", revision=m.revision)
     # torch/transformers/peft: `plan` imports this module for load_tokenizer and stays torch-free
     from transformers import AutoConfig, AutoTokenizer
 
-    m = cfg.model
-    name = model_path(m.name_or_path)
     try:
-        tok = AutoTokenizer.from_pretrained(name, trust_remote_code=m.trust_remote_code, revision=m.revision)
-        config = AutoConfig.from_pretrained(name, trust_remote_code=m.trust_remote_code, revision=m.revision)
+        kw = {"trust_remote_code": m.trust_remote_code, "revision": m.revision, **hub}
+        tok = AutoTokenizer.from_pretrained(name, **kw)
+        config = AutoConfig.from_pretrained(name, **kw)
     except OSError as e:
         raise _not_downloadable(m.name_or_path, "tokenizer", e) from e
     if tok.pad_token is None and tok.eos_token is not None:
@@ -132,8 +136,10 @@ def load_model(
     kwargs = from_pretrained_kwargs(cfg, policy, run_dir)
     if "offload_folder" in kwargs:
         Path(kwargs["offload_folder"]).mkdir(parents=True, exist_ok=True)
+    name = model_path(cfg.model.name_or_path)
+    kwargs.update(hub_load_kwargs(name, what="weights", revision=cfg.model.revision))
     try:
-        model = auto_class(cfg.model.task).from_pretrained(model_path(cfg.model.name_or_path), **kwargs)
+        model = auto_class(cfg.model.task).from_pretrained(name, **kwargs)
     except OSError as e:
         raise _not_downloadable(cfg.model.name_or_path, "weights", e) from e
     set_pad_token_id(model, tokenizer)
