@@ -31,9 +31,9 @@ DEFAULT = [
 
 def main(argv: list[str]) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from loralab.plan.estimate.setup import Overrides, setup_from_config
     from loralab.plan.experiment import load_and_plan
-    from loralab.plan.measure import measure_twin
-    from loralab.plan.setup import Overrides, setup_from_config
+    from loralab.plan.measure.twin import measure_twin
 
     paths = [Path(a) for a in argv] or [ROOT / "examples" / n for n in DEFAULT]
     t = Table(title="Twin step: estimated / measured")

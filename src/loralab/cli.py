@@ -9,15 +9,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from loralab import __version__
-from loralab.cli_errors import format_error
+from loralab.cli_errors import format_error, reading
 from loralab.commands.plan import PlanExtras, run_modules, run_plan
 from loralab.commands.recommend import run_recommend
+from loralab.errors import Problem, UsageError
 from loralab.evaluate.predictions_file import score_predictions
 from loralab.evaluate.render import print_metrics
 from loralab.io import print_json
-from loralab.plan.setup import Overrides
+from loralab.plan.estimate.setup import Overrides
 
 app = typer.Typer(
     add_completion=False,
@@ -50,6 +52,37 @@ def _root(
     ] = False,
 ) -> None:
     _state["debug"] = debug
+
+
+# (lowest, highest or None, whether the lowest itself is allowed)
+Range = tuple[float, float | None, bool]
+COUNT: Range = (1, None, True)
+POSITIVE: Range = (0, None, False)
+FRACTION: Range = (0, 1, False)
+
+
+def _allowed(r: Range) -> str:
+    low, high, inclusive = r
+    if high is None:
+        return f"{low:g} or more" if inclusive else f"more than {low:g}"
+    return f"{low:g} to {high:g}" if inclusive else f"more than {low:g} and at most {high:g}"
+
+
+def _check_ranges(*checks: tuple[str, float | None, Range]) -> None:
+    """Every numeric option given outside its range, reported at once. Typer's own min/max would print
+    a usage box without a fix, and a 0 or a negative otherwise flows into the estimates (a
+    "ZeRO-7" plan, a negative TFLOP/s, a division by zero GPUs)."""
+    problems = []
+    for flag, value, (low, high, inclusive) in checks:
+        if value is None:
+            continue
+        if (value >= low if inclusive else value > low) and (high is None or value <= high):
+            continue
+        problems.append(
+            Problem(flag, "", f"{value:g} is out of range", f"give {_allowed((low, high, inclusive))}")
+        )
+    if problems:
+        raise UsageError(problems)
 
 
 def _run(fn: Callable[[], Any]) -> None:
@@ -102,6 +135,15 @@ def plan(
     without loading weights."""
 
     def go() -> None:
+        _check_ranges(
+            ("--gpus", gpus, COUNT),
+            ("--zero-stage", zero_stage, (0, 3, True)),
+            ("--micro-batch", micro_batch, COUNT),
+            ("--seq-len", seq_len, COUNT),
+            ("--tokens", tokens, COUNT),
+            ("--tflops", tflops, POSITIVE),
+            ("--mfu", mfu, FRACTION),
+        )
         ov = Overrides(
             micro_batch=micro_batch,
             seq_len=seq_len,
@@ -138,6 +180,12 @@ def recommend(
     """Rank, alpha, targets, layers, batch, learning rate, precision and checkpointing that fit the budget."""
 
     def go() -> None:
+        _check_ranges(
+            ("--gpus", gpus, COUNT),
+            ("--num-labels", num_labels, COUNT),
+            ("--rows", rows, COUNT),
+            ("--seq-len", seq_len, COUNT),
+        )
         run_recommend(
             model,
             task=task,
@@ -168,6 +216,7 @@ def modules(
     """The linear-like modules of MODEL (names, shapes, kinds) to choose target_modules from."""
 
     def go() -> None:
+        _check_ranges(("--num-labels", num_labels, COUNT))
         run_modules(
             model,
             task=task,
@@ -200,6 +249,7 @@ def train_cmd(
     """Fine-tune with LoRA: preflight checks, then training, evaluation and the run record."""
 
     def go() -> None:
+        _check_ranges(("--num-processes/-n", num_processes, COUNT))
         # train imports torch, transformers and peft (seconds): only `loralab train` pays for them.
         from loralab.train.run import launch_distributed, train
 
@@ -216,7 +266,7 @@ def train_cmd(
             shown = {k: m[k] for k in ("accuracy", "weighted_f1", "macro_f1", "loss", "perplexity") if k in m}
             out.print(f"run: {result.run_dir}  " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
             for n in result.notes:
-                out.print(f"[cyan]note:[/] {n}")
+                out.print(f"[cyan]note:[/] {escape(n)}")  # a note may quote [brackets]
 
     _run(go)
 
@@ -236,35 +286,78 @@ def demo(
     _run(go)
 
 
+def _evaluate_mode(
+    run_dir: Path | None, predictions: Path | None, *, run_only: dict[str, Any], file_only: dict[str, Any]
+) -> None:
+    """`evaluate` scores a run or a predictions file, never both; an option of the other mode would be
+    silently ignored, so it is an error instead."""
+    if run_dir is None and predictions is None:
+        fix = "`loralab evaluate runs/NAME` or `loralab evaluate --predictions preds.csv`"
+        raise UsageError(Problem("evaluate", "", "needs a RUN_DIR or --predictions FILE", fix))
+    if run_dir is not None and predictions is not None:
+        what = "a RUN_DIR and --predictions were both given; evaluate scores one"
+        fix = "drop RUN_DIR to score the file, or --predictions to reload the run's adapter"
+        raise UsageError(Problem(str(run_dir), "", what, fix))
+    mode, stray = ("--predictions", run_only) if predictions is not None else ("a RUN_DIR", file_only)
+    problems = [
+        Problem(flag, "", f"does not apply when scoring {mode}", "drop it")
+        for flag, value in stray.items()
+        if value is not None
+    ]
+    if run_only.get("--data") is not None and run_only.get("--split") is not None:
+        problems.append(
+            Problem("--split", "", "--data FILE is scored instead of a split", "give one of them")
+        )
+    task = file_only.get("--task")
+    if task is not None and task not in ("classification", "generation"):
+        problems.append(Problem("--task", "", f"unknown task {task!r}", "use classification or generation"))
+    if problems:
+        raise UsageError(problems)
+
+
 @app.command()
 def evaluate(
     run_dir: Annotated[Path | None, typer.Argument(help="Run directory written by `loralab train`.")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Score this file instead of a split.")] = None,
-    split: Annotated[str, typer.Option("--split", help="test | validation | train")] = "test",
+    split: Annotated[
+        str | None, typer.Option("--split", help="test | validation | train (default: test)")
+    ] = None,
     predictions: Annotated[
         Path | None, typer.Option("--predictions", help="Score predictions made elsewhere (CSV or JSONL).")
     ] = None,
-    task: Annotated[str, typer.Option("--task", help="classification | generation (with --predictions)")] = (
-        "classification"
-    ),
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task", help="classification | generation (with --predictions; default: classification)"
+        ),
+    ] = None,
     rouge_tokenizer: Annotated[
-        str, typer.Option("--rouge-tokenizer", help="auto | whitespace | char | morpheme")
-    ] = "auto",
+        str | None,
+        typer.Option("--rouge-tokenizer", help="auto | whitespace | char | morpheme (default: auto)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics object.")] = False,
 ) -> None:
     """Per-class, frequency-bucketed metrics with confidence intervals; Korean-aware ROUGE."""
 
     def go() -> None:
+        _evaluate_mode(
+            run_dir,
+            predictions,
+            run_only={"--data": data, "--split": split},
+            file_only={"--task": task, "--rouge-tokenizer": rouge_tokenizer},
+        )
         if predictions is not None:
-            metrics = score_predictions(predictions, task=task, rouge_tokenizer=rouge_tokenizer)
+            with reading(predictions):
+                metrics = score_predictions(
+                    predictions, task=task or "classification", rouge_tokenizer=rouge_tokenizer or "auto"
+                )
             where = None
-        elif run_dir is not None:
+        else:
+            assert run_dir is not None  # _evaluate_mode refused neither
             # predict reloads the model (torch, transformers, peft): only a run's evaluation pays for it.
             from loralab.predict import evaluate_run
 
-            metrics, where = evaluate_run(run_dir, data=data, split=split)
-        else:
-            raise typer.BadParameter("give a RUN_DIR or --predictions FILE")
+            metrics, where = evaluate_run(run_dir, data=data, split=split or "test")
         if as_json:
             print_json(metrics)
         else:

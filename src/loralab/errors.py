@@ -74,3 +74,25 @@ class Notes:
 
     def add(self, text: str) -> None:
         self.items.append(text)
+
+
+class InputError(LoralabError):
+    """A file or command-line value loralab was given is missing, damaged or not allowed. One line per
+    problem, each naming the path or flag and a fix; unlike ConfigError there is no heading, because
+    these almost always come one at a time and a person reads the first line of an error."""
+
+    def __init__(self, problems: Problem | list[Problem]):
+        self.problems = [problems] if isinstance(problems, Problem) else list(problems)
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        return "\n".join(p.line() for p in self.problems)
+
+
+class UsageError(InputError):
+    """Command-line arguments that cannot run as given: a missing argument, options that exclude each
+    other, a count or rate outside its range. Exit code 2, as click's own usage errors."""
+
+
+class RunDirError(InputError):
+    """A run directory lacks a file the command needs, or holds a damaged or unsafe one (pickles)."""

@@ -1,4 +1,5 @@
-"""The bottom of loralab: process rank, JSON files and stdout, library chatter.
+"""The bottom of loralab: process rank, JSON files and stdout, library chatter, secrets kept out of
+what loralab writes or prints.
 
 Every stage may import this module; it imports nothing of loralab's.
 """
@@ -8,10 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 
 def rank() -> int:
@@ -54,3 +57,61 @@ def quiet_libraries() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+
+
+# ---- secrets ------------------------------------------------------------------------------------
+# What stands in for a secret in anything loralab writes or prints. Read back (a run's config.yaml
+# given to `train` again), `uri_credentials` treats it as no credentials at all.
+REDACTED = "***"
+
+# `scheme://user:password@host`: the user-info runs up to the last "@" before the path; a password
+# with a raw "@" in it (not %40) is still caught whole.
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s/?#@]*(?:@[^\s/?#@]*)*)@")
+# Query parameters that carry a secret (`?token=...`, `&X-Amz-Signature=...`, `?api_key=...`).
+_QUERY_SECRET = re.compile(
+    r"(?i)(?P<key>[?&][\w.-]*(?:token|password|passwd|pwd|secret|api_?key|access_?key|signature|sig)=)"
+    r"[^&#\s'\"]*"
+)
+# Mapping keys whose string value is a secret wherever they sit (training_args.hub_token, a tracking
+# password, a cloud key). Tokenizer keys such as pad_token or eos_token are not secrets: a bare
+# "token" counts only alone or after hub/auth/access/api.
+_SECRET_KEY = re.compile(
+    r"(?i)^(?:.*_)?(?:password|passwd|secret|secret_key|secret_access_key|api_?key|access_key|private_key|"
+    r"client_secret|hub_token|auth_token|access_token|api_token|credentials?)$|^token$"
+)
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` with any user name and password, and secret query parameters, replaced by ***."""
+    return _QUERY_SECRET.sub(lambda m: m["key"] + REDACTED, _USERINFO.sub(rf"\g<scheme>{REDACTED}@", uri))
+
+
+def redact_secrets(obj: Any) -> Any:
+    """A copy of `obj` (text, or mappings and lists nested in any depth) with credentials in URIs and
+    the values of secret-named keys (`hub_token`, `password`, ...) replaced by ***; other values as is."""
+    if isinstance(obj, str):
+        return redact_uri(obj) if ("@" in obj or "=" in obj) else obj
+    if isinstance(obj, dict):
+        return {
+            k: REDACTED
+            if isinstance(k, str) and isinstance(v, str) and v and _SECRET_KEY.match(k)
+            else redact_secrets(v)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list | tuple):
+        return type(obj)(redact_secrets(v) for v in obj)
+    return obj
+
+
+def uri_credentials(uri: str) -> tuple[str, str | None, str | None]:
+    """(`uri` without its user-info, user name, password); names and passwords are %-decoded.
+    A user-info that is loralab's own *** (a redacted URI read back) counts as none."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri, None, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    clean = urlunsplit(parts._replace(netloc=host))
+    if userinfo in ("", REDACTED):
+        return clean, None, None
+    user, sep, password = userinfo.partition(":")
+    return clean, unquote(user) or None, unquote(password) if sep else None

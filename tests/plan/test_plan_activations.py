@@ -1,7 +1,7 @@
 """The activation estimate against what autograd really keeps, on tiny real models.
 
 Reference: `saved_tensors_hooks` during a real forward pass of a tiny transformers model with PEFT's
-LoRA applied (loralab.plan.saved), each storage once, parameters excluded; under gradient
+LoRA applied (loralab.plan.measure.saved), each storage once, parameters excluded; under gradient
 checkpointing plus the inputs the checkpoint holds; tensors saved by a graph that is freed during the
 forward pass (DoRA's weight-norm pass) are left out. The estimate never sees the model: it replays
 the family's forward on the arch record (built on the meta device from the same config).
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from plan_tiny_models import tiny_peft
 
-from loralab.plan.activation_models import estimate_activations
-from loralab.plan.activations import ActivationSetup
+from loralab.plan.estimate.activation_models import estimate_activations
+from loralab.plan.estimate.activations import ActivationSetup
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -37,8 +37,8 @@ def measured_and_estimated(
     gc: bool = False,
     **lora: Any,
 ) -> tuple[int, int]:
-    from loralab.plan.measure import twin_batch
-    from loralab.plan.saved import forward_saving
+    from loralab.plan.measure.saved import forward_saving
+    from loralab.plan.measure.twin import twin_batch
 
     model, plan = tiny_peft(family, task, dtype=dtype, impl=impl, gc=gc, **lora)
     batch = twin_batch(model, task, b, s)

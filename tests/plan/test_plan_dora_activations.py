@@ -130,8 +130,8 @@ def test_dora_norm_graph_is_transient() -> None:
     estimate leaves them out."""
     from plan_tiny_models import tiny_peft
 
-    from loralab.plan.measure import twin_batch
-    from loralab.plan.saved import forward_saving
+    from loralab.plan.measure.saved import forward_saving
+    from loralab.plan.measure.twin import twin_batch
 
     model, _ = tiny_peft("llama", "causal-lm", use_dora=True, target_modules=QV, layers_to_transform=[2])
     batch = twin_batch(model, "causal-lm", 2, 24)

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from plan_tiny_models import tiny_peft
 
-from loralab.plan.activation_models import estimate_activations
-from loralab.plan.activations import ActivationSetup
+from loralab.plan.estimate.activation_models import estimate_activations
+from loralab.plan.estimate.activations import ActivationSetup
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -58,7 +58,7 @@ def counted_and_estimated(
 ) -> tuple[int, int, int, int]:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from loralab.plan.measure import twin_batch
+    from loralab.plan.measure.twin import twin_batch
 
     model, plan = tiny_peft(family, task, impl=impl, gc=gc, **lora)
     batch = twin_batch(model, task, b, s)

@@ -9,9 +9,15 @@ from typing import Any
 import pytest
 
 from loralab.errors import ConfigError
-from loralab.plan.memory import CONTEXT_ALLOWANCE, DEVICE_TERMS, TrainSetup, estimate_memory, transient_bytes
-from loralab.plan.setup import Overrides, parse_size, setup_from_config
-from loralab.plan.state_memory import Sharding
+from loralab.plan.estimate.memory import (
+    CONTEXT_ALLOWANCE,
+    DEVICE_TERMS,
+    TrainSetup,
+    estimate_memory,
+    transient_bytes,
+)
+from loralab.plan.estimate.setup import Overrides, parse_size, setup_from_config
+from loralab.plan.estimate.state_memory import Sharding
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED000 = ROOT / "examples" / "seed000-qwen3-8b-phase1-attention.yaml"
@@ -76,7 +82,7 @@ def test_largest_micro_batch_and_length_are_the_boundary() -> None:
 
 
 def test_transient_is_the_larger_of_the_loss_and_a_layer_backward_by_hand() -> None:
-    from loralab.plan.activations import ActivationEstimate
+    from loralab.plan.estimate.activations import ActivationEstimate
     from loralab.plan.experiment import load_and_plan
 
     _, plan, _ = load_and_plan(ROOT / "examples" / "smollm2-sft-korean.yaml", with_options=False)

@@ -32,9 +32,9 @@ def _recommend(tmp_path: Path, gpu_mem: str, gpus: int) -> tuple[object, Path]:
 
 def _plan_total(path: Path, gpus: int) -> tuple[int, bool | None]:
     from loralab.arch.resolve import resolve_model
+    from loralab.plan.estimate.memory import estimate_memory
+    from loralab.plan.estimate.setup import Overrides, setup_from_config
     from loralab.plan.experiment import load_and_plan
-    from loralab.plan.memory import estimate_memory
-    from loralab.plan.setup import Overrides, setup_from_config
 
     cfg, plan, _ = load_and_plan(path, with_options=False)
     setup, _ = setup_from_config(cfg, plan.arch, Overrides(gpus=gpus))

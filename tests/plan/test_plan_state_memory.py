@@ -1,6 +1,6 @@
 """Model-state memory (weights, trainable, gradients, optimizer) against a real step, and by hand.
 
-Reference: `loralab.plan.measure.measure_step` runs forward, backward and one step of the optimizer
+Reference: `loralab.plan.measure.twin.measure_step` runs forward, backward and one step of the optimizer
 Trainer would build (its own factory) on a tiny transformers model with PEFT's LoRA, then sums the
 bytes of each storage once: frozen parameters, trainable parameters, `.grad`, `optimizer.state`.
 The estimate never sees the model, only the arch record built on the meta device.
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from plan_tiny_models import tiny_peft
 
-from loralab.plan.state_memory import (
+from loralab.plan.estimate.state_memory import (
     Quantization,
     Sharding,
     Tensor,
@@ -30,7 +30,7 @@ peft = pytest.importorskip("peft")
 def measured_and_estimated(
     family: str, task: str, dtype: str, optim: str, **lora: Any
 ) -> tuple[dict[str, int], dict[str, int]]:
-    from loralab.plan.measure import measure_step, twin_batch
+    from loralab.plan.measure.twin import measure_step, twin_batch
 
     model, plan = tiny_peft(family, task, dtype=dtype, **lora)
     measured = measure_step(model, twin_batch(model, task, 2, 16), optim=optim).terms()

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from loralab.plan.render_memory import UNKNOWN_TOKENS, time_table
-from loralab.plan.timing import TimeEstimate, estimate_time
+from loralab.plan.estimate.render_memory import UNKNOWN_TOKENS, time_table
+from loralab.plan.estimate.timing import TimeEstimate, estimate_time
 
 RAW_KEYS = ("flops_per_token", "tokens_per_epoch", "flops_per_step", "tflops_per_gpu", "tokens_from")
 

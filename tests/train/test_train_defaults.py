@@ -18,8 +18,8 @@ from loralab.config import load_experiment
 from loralab.config.models import DEFAULT_MAX_LENGTH
 from loralab.data import infer_num_labels
 from loralab.errors import ConfigError
+from loralab.plan.estimate.setup import Overrides, setup_from_config
 from loralab.plan.experiment import plan_experiment
-from loralab.plan.setup import Overrides, setup_from_config
 from loralab.train.loading import load_tokenizer
 from loralab.train.run import train
 from loralab.train.tasks import ClassificationTask

@@ -3,7 +3,7 @@ measurement (which read the training data and the tokenizer), rendered or as JSO
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from loralab.arch.cache import get_arch_record
-from loralab.arch.hf import default_task
+from loralab.arch.hf import default_task, max_length_problem, max_length_warning
 from loralab.arch.records import ArchRecord, ModuleRecord, name_pattern
 from loralab.arch.resolve import resolve_model
 from loralab.config import load_experiment
@@ -19,14 +19,14 @@ from loralab.config.models import TASK_TO_TASK_TYPE, ExperimentConfig
 from loralab.data import infer_num_labels, read_rows
 from loralab.errors import ConfigError, Problem
 from loralab.io import print_json
+from loralab.plan.estimate.memory import MemoryEstimate, estimate_memory
+from loralab.plan.estimate.render_memory import measure_table, print_memory, time_table
+from loralab.plan.estimate.setup import Overrides, detected_gpu_memory, parse_size, setup_from_config
+from loralab.plan.estimate.timing import GPUS, TimeEstimate, estimate_time
 from loralab.plan.experiment import plan_experiment
-from loralab.plan.measure import TwinComparison, measure_twin
-from loralab.plan.memory import MemoryEstimate, estimate_memory
+from loralab.plan.measure.twin import TwinComparison, measure_twin
 from loralab.plan.planner import Plan
 from loralab.plan.render import plan_to_json, print_plan
-from loralab.plan.render_memory import measure_table, print_memory, time_table
-from loralab.plan.setup import Overrides, detected_gpu_memory, parse_size, setup_from_config
-from loralab.plan.timing import GPUS, TimeEstimate, estimate_time
 from loralab.train.loading import load_tokenizer
 
 
@@ -40,6 +40,10 @@ def run_plan(
 ) -> None:
     cfg = load_experiment(config)
     notes = list(cfg.notes)
+    m = cfg.model
+    alias = resolve_model(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code).note
+    if alias:  # `gpt2` planned as openai-community/gpt2: say so
+        notes.append(alias)
     if cfg.model.task == "seq-cls" and cfg.model.num_labels is None:
         cfg.model.num_labels, note = infer_num_labels(cfg)
         notes.append(note)
@@ -97,6 +101,7 @@ def plan_extras(
     setup, setup_notes = setup_from_config(cfg, plan.arch, ov)
     m = cfg.model
     hf_cfg = resolve_model(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code).config
+    check_max_length(cfg, hf_cfg, setup.seq_len, from_flag=ov.seq_len is not None, warnings=plan.warnings)
     budget = parse_size(extra.gpu_mem) if extra.gpu_mem else None
     if budget is None:
         budget = gpu_table_memory(extra.gpu) or detected_gpu_memory()
@@ -107,6 +112,24 @@ def plan_extras(
     if extra.measure:
         measured = measure_twin(cfg, plan, setup)
     return memory, time_est, measured
+
+
+def check_max_length(
+    cfg: ExperimentConfig, hf_cfg: dict[str, Any], seq_len: int, *, from_flag: bool, warnings: list[str]
+) -> None:
+    """A sequence length past the model's position table is refused here, not at the first long
+    batch hours into `train`; past a rotary model's trained context it is a warning."""
+    key = "--seq-len" if from_flag else "data.max_length"
+    problem = max_length_problem(hf_cfg, seq_len, file=key if from_flag else str(cfg.source), key=key)
+    if problem is not None:
+        if not from_flag and cfg.data.max_length is None:
+            problem = replace(
+                problem, message=f"not set, so {cfg.model.task}'s default applies: " + problem.message
+            )
+        raise ConfigError([problem])
+    warning = max_length_warning(hf_cfg, seq_len, key=key)
+    if warning is not None:
+        warnings.append(warning)
 
 
 def gpu_table_memory(name: str | None) -> int | None:
@@ -208,6 +231,7 @@ def run_modules(
     if task == "seq-cls" and num_labels is None:
         num_labels = 2
     arch = get_arch_record(model, task=task, num_labels=num_labels, trust_remote_code=trust_remote_code)
+    alias = resolve_model(model, trust_remote_code=trust_remote_code).note
     rows = module_rows(arch, show_all)
     if as_json:
         obj = {
@@ -216,6 +240,7 @@ def run_modules(
             "num_layers": arch.num_layers,
             "total_params": arch.total_params,
             "modules": rows,
+            "notes": [alias] if alias else [],
         }
         print_json(obj)
         return
@@ -236,6 +261,8 @@ def run_modules(
             str(r["count"]),
         )
     out.print(t)
+    if alias:
+        out.print(f"[cyan]note:[/] {alias}")
     out.print(
         "Use the last part of a name (e.g. 'q_proj') or a longer suffix (e.g. 'attn.c_proj') "
         "in target_modules."

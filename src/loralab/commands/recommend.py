@@ -15,11 +15,11 @@ from loralab.config.models import TASK_TO_TASK_TYPE
 from loralab.data import read_rows
 from loralab.errors import ConfigError, Problem
 from loralab.io import print_json
-from loralab.plan.activation_models import SUPPORTED
+from loralab.plan.estimate.activation_models import SUPPORTED
+from loralab.plan.estimate.render_memory import print_memory
+from loralab.plan.estimate.setup import parse_size
 from loralab.plan.recommend import Recommendation, Request, recommend
 from loralab.plan.render import print_plan
-from loralab.plan.render_memory import print_memory
-from loralab.plan.setup import parse_size
 
 
 def run_recommend(

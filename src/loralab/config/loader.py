@@ -16,6 +16,7 @@ from loralab.config.sections import (
     build_experiment,
     build_model,
     build_tracking,
+    check_deepspeed,
     check_deepspeed_vs_args,
     load_deepspeed,
 )
@@ -138,6 +139,7 @@ def load_experiment(path: str | Path, *, schemas: Schemas | None = None) -> Expe
     training_args, ta_deepspeed = build_training_args(raw.get("training_args"), schemas.training, seed, ctx)
     deepspeed, deepspeed_file = _deepspeed(raw.get("deepspeed"), ta_deepspeed, ctx)
     if deepspeed is not None:
+        check_deepspeed(deepspeed, deepspeed_file, ctx)
         defaults = {name: spec.default for name, spec in schemas.training.items()}
         check_deepspeed_vs_args(deepspeed, training_args, defaults, ctx)
     data = build_data(raw.get("data"), ctx)

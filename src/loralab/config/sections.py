@@ -302,24 +302,147 @@ def load_deepspeed(value: Any, key: str, ctx: Ctx) -> tuple[dict[str, Any] | Non
     return loaded, path.resolve()
 
 
+# accelerate's DeepSpeedPlugin (which the HF Trainer builds from TrainingArguments.deepspeed) fills an
+# "auto" zero_optimization.stage with its own zero_stage: ACCELERATE_DEEPSPEED_ZERO_STAGE, else 2
+# (accelerate/utils/dataclasses.py, DeepSpeedPlugin.__post_init__). transformers'
+# HfTrainerDeepSpeedConfig itself fills no stage. `plan` resolves it the same way.
+ZERO_STAGES = (0, 1, 2, 3)
+OFFLOAD_DEVICES = ("none", "cpu", "nvme", "auto")
+
+
+def check_deepspeed(ds: dict[str, Any], file: Path | None, ctx: Ctx) -> None:
+    """The parts of a DeepSpeed config that loralab and the HF/accelerate integration read, checked
+    before a run: a mistake here otherwise surfaces as a ValueError deep inside accelerate or DeepSpeed
+    at the first step, or as a plan of a ZeRO stage that does not exist."""
+    where = f" (in {file.name})" if file is not None else ""
+    zo = ds.get("zero_optimization")
+    if zo is None:
+        # accelerate: "Please specify the ZeRO optimization config in the DeepSpeed config."
+        ctx.problem(
+            "deepspeed.zero_optimization",
+            f"the DeepSpeed config{where} has no zero_optimization section; accelerate's DeepSpeedPlugin, "
+            "which the HF Trainer builds, refuses to start without one",
+            "add zero_optimization: {stage: 0} (no sharding), 1, 2 or 3",
+        )
+    elif not isinstance(zo, dict):
+        ctx.problem(
+            "deepspeed.zero_optimization",
+            f"expected a mapping{where}, got {type_name(zo)} {zo!r}",
+            "write it as zero_optimization: {stage: 2}",
+        )
+    else:
+        _check_zero(zo, where, ctx)
+    for block in ("bf16", "fp16"):
+        value = ds.get(block)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            ctx.problem(
+                f"deepspeed.{block}",
+                f"expected a mapping{where}, got {type_name(value)} {value!r}",
+                f'write it as {block}: {{enabled: true}} (or "auto")',
+            )
+        elif value.get("enabled", False) not in (True, False, "auto"):
+            ctx.problem(
+                f"deepspeed.{block}.enabled",
+                f'expected true, false or "auto"{where}, got {value.get("enabled")!r}',
+                'write true, false or "auto" (then it follows training_args)',
+            )
+    if all(isinstance(ds.get(b), dict) and ds[b].get("enabled") is True for b in ("bf16", "fp16")):
+        ctx.problem(
+            "deepspeed.fp16",
+            f"bf16 and fp16 are both enabled{where}; DeepSpeed runs one half precision",
+            "keep bf16 on Ampere or newer GPUs, otherwise fp16",
+        )
+
+
+def _check_zero(zo: dict[str, Any], where: str, ctx: Ctx) -> None:
+    stage = zo.get("stage", 0)
+    if isinstance(stage, bool) or (stage not in ZERO_STAGES and stage != "auto"):
+        ctx.problem(
+            "deepspeed.zero_optimization.stage",
+            f"ZeRO stage {stage!r}{where} does not exist; DeepSpeed has stages 0 to 3",
+            'set 0, 1, 2 or 3 (or "auto": accelerate then uses 2)',
+        )
+    offload = zo.get("offload_optimizer")
+    if stage == 0 and isinstance(offload, dict) and offload.get("device") in ("cpu", "nvme"):
+        # DeepSpeed's config docs: offload_optimizer is valid with stage 1 (recent releases), 2 and 3.
+        ctx.problem(
+            "deepspeed.zero_optimization.offload_optimizer",
+            f"optimizer offload needs ZeRO stage 1 or more, but the stage is 0{where}",
+            "set zero_optimization.stage: 2, or offload_optimizer.device: none",
+        )
+    for block in ("offload_optimizer", "offload_param"):
+        value = zo.get(block)
+        if value is None:
+            continue
+        key = f"deepspeed.zero_optimization.{block}"
+        if not isinstance(value, dict):
+            ctx.problem(
+                key,
+                f"expected a mapping{where}, got {type_name(value)} {value!r}",
+                f"{block}: {{device: cpu}}",
+            )
+        elif value.get("device", "none") not in OFFLOAD_DEVICES:
+            ctx.problem(
+                f"{key}.device",
+                f"unknown offload device {value.get('device')!r}{where}",
+                "use cpu, nvme or none",
+            )
+
+
+# DeepSpeed key -> the TrainingArguments value HF's integration fills it from, and requires it to equal
+# unless it is "auto" (transformers/integrations/deepspeed.py, HfTrainerDeepSpeedConfig
+# .trainer_config_process; a mismatch is a ValueError at the start of training).
+DS_MATCHES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("train_micro_batch_size_per_gpu", ("per_device_train_batch_size",)),
+    ("gradient_accumulation_steps", ("gradient_accumulation_steps",)),
+    ("gradient_clipping", ("max_grad_norm",)),
+    ("optimizer.params.lr", ("learning_rate",)),
+    ("optimizer.params.betas", ("adam_beta1", "adam_beta2")),
+    ("optimizer.params.eps", ("adam_epsilon",)),
+    ("optimizer.params.weight_decay", ("weight_decay",)),
+    ("scheduler.params.warmup_max_lr", ("learning_rate",)),
+    ("fp16.enabled", ("fp16", "fp16_full_eval")),
+    ("bf16.enabled", ("bf16", "bf16_full_eval")),
+)
+
+
+def _ds_value(ds: dict[str, Any], dotted: str) -> Any:
+    node: Any = ds
+    for part in dotted.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
 def check_deepspeed_vs_args(
     ds: dict[str, Any], args: dict[str, Any], defaults: dict[str, Any], ctx: Ctx
 ) -> None:
     """Values HF's DeepSpeed integration requires to match TrainingArguments unless they are "auto"."""
-    pairs = (
-        ("train_micro_batch_size_per_gpu", "per_device_train_batch_size"),
-        ("gradient_accumulation_steps", "gradient_accumulation_steps"),
-        ("gradient_clipping", "max_grad_norm"),
-    )
-    for ds_key, ta_key in pairs:
-        ds_value = ds.get(ds_key)
+    for ds_key, ta_keys in DS_MATCHES:
+        ds_value = _ds_value(ds, ds_key)
         if ds_value is None or ds_value == "auto":
             continue
-        ta_value = args.get(ta_key, defaults.get(ta_key))
-        if is_number(ds_value) and is_number(ta_value) and ds_value != ta_value:
+        values = [args.get(k, defaults.get(k)) for k in ta_keys]
+        if ds_key.endswith(".enabled"):
+            # HF fills fp16.enabled with `args.fp16 or args.fp16_full_eval`
+            ta_value: Any = any(bool(v) for v in values)
+            shown = " or ".join(f"training_args.{k}" for k in ta_keys)
+            disagree = isinstance(ds_value, bool) and ds_value != ta_value
+        elif len(ta_keys) > 1:
+            ta_value = values
+            shown = "[" + ", ".join(f"training_args.{k}" for k in ta_keys) + "]"
+            numbers = [v for v in [*ds_value, *values] if is_number(v)] if isinstance(ds_value, list) else []
+            disagree = len(numbers) == len(ds_value) + len(values) and list(ds_value) != values
+        else:
+            ta_value, shown = values[0], f"training_args.{ta_keys[0]}"
+            disagree = is_number(ds_value) and is_number(ta_value) and ds_value != ta_value
+        if disagree:
             ctx.problem(
                 f"deepspeed.{ds_key}",
-                f"DeepSpeed {ds_key} is {ds_value} but training_args.{ta_key} is {ta_value}; "
+                f"DeepSpeed {ds_key} is {ds_value} but {shown} is {ta_value}; "
                 "the HF Trainer refuses to start with the two disagreeing",
                 f'set {ds_key} to "auto" in the DeepSpeed config',
             )

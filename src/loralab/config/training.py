@@ -57,6 +57,7 @@ def _semantic_checks(args: dict[str, Any], specs: dict[str, FieldSpec], ctx: Ctx
         value = args.get(key)
         if is_number(value) and value <= 0 and not (key == "num_train_epochs" and _max_steps(args) > 0):
             ctx.problem(join(PREFIX, key), f"{key} must be > 0, got {value}", "use a positive number")
+    _check_steps_and_optimizer(args, ctx)
     warmup = args.get("warmup_steps")
     if is_number(warmup) and warmup < 0:
         ctx.problem(
@@ -71,6 +72,52 @@ def _semantic_checks(args: dict[str, Any], specs: dict[str, FieldSpec], ctx: Ctx
             "a whole number of steps, or a fraction in [0, 1) of the total",
         )
     _check_best_model(args, specs, ctx)
+
+
+# Values TrainingArguments accepts but that fail once training runs: a 0 interval is a modulo by zero at
+# the first step (`global_step % save_steps`); torch.optim.AdamW raises for a negative weight decay or
+# epsilon and for betas outside [0, 1); torch's DataLoader for negative workers.
+_INTERVALS = ("logging_steps", "save_steps", "eval_steps")
+_NON_NEGATIVE = ("weight_decay", "adam_epsilon", "dataloader_num_workers", "label_smoothing_factor")
+
+
+def _check_steps_and_optimizer(args: dict[str, Any], ctx: Ctx) -> None:
+    for key in _INTERVALS:
+        value = args.get(key)
+        if not is_number(value):
+            continue
+        if value <= 0:
+            ctx.problem(
+                join(PREFIX, key),
+                f"{key} must be > 0, got {value}",
+                "a whole number of steps, or a fraction in (0, 1) of the total",
+            )
+        elif value > 1 and not float(value).is_integer():
+            # TrainingArguments: "--logging_steps must be an integer if bigger than 1"
+            ctx.problem(
+                join(PREFIX, key),
+                f"{key} {value} is neither a step count nor a fraction below 1",
+                "a whole number of steps, or a fraction in (0, 1) of the total",
+            )
+    for key in _NON_NEGATIVE:
+        value = args.get(key)
+        if is_number(value) and value < 0:
+            ctx.problem(join(PREFIX, key), f"{key} must be >= 0, got {value}", "use 0 or a positive value")
+    for key in ("adam_beta1", "adam_beta2"):
+        value = args.get(key)
+        if is_number(value) and not 0 <= value < 1:
+            ctx.problem(
+                join(PREFIX, key),
+                f"{key} must be in [0, 1), got {value}",
+                "e.g. adam_beta1: 0.9, adam_beta2: 0.999",
+            )
+    smoothing = args.get("label_smoothing_factor")
+    if is_number(smoothing) and smoothing > 1:
+        ctx.problem(
+            join(PREFIX, "label_smoothing_factor"),
+            f"label_smoothing_factor is a fraction in [0, 1], got {smoothing}",
+            "e.g. 0.1",
+        )
 
 
 def _max_steps(args: dict[str, Any]) -> int:

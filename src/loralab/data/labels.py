@@ -2,7 +2,9 @@
 
 Ids follow the sorted order of the training labels (plain string sort), so the same training set always
 gives the same map. Evaluation rows whose label never occurs in training are left out of the encoded
-set and counted in `Encoded.unseen`, not crashed on.
+set and counted in `Encoded.unseen` (with the first line of each), not crashed on; `unseen_note` says
+so in one line. Labels that are one class id written two ways ("1" and "1.0") are an error, since they
+would train as two classes: `check_label_aliases` names their lines, `build_label_map` refuses them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 
 from loralab.config.models import ExperimentConfig
 from loralab.data.errors import DataError
-from loralab.data.readers import Row, read_rows
+from loralab.data.readers import Row, RowSet, read_rows
+from loralab.data.values import integer_float_aliases
 from loralab.errors import ConfigError, Problem
 from loralab.io import write_json
 
@@ -63,8 +66,9 @@ def infer_num_labels(cfg: ExperimentConfig) -> tuple[int, str]:
             ]
         )
     path = cfg.resolve_path(d.train_file)
-    labels = read_rows(path, label_field=d.label_field).labels
-    n = len(set(labels))
+    rowset = read_rows(path, label_field=d.label_field)
+    check_label_aliases(rowset)
+    n = len(set(rowset.labels))
     if n < 2:
         raise ConfigError(
             [
@@ -79,11 +83,36 @@ def infer_num_labels(cfg: ExperimentConfig) -> tuple[int, str]:
     return n, f"model.num_labels: {n} (inferred from the {d.label_field!r} labels of {path.name})"
 
 
+def check_label_aliases(rowset: RowSet) -> None:
+    """Refuse class labels that are one number written two ways ("1" and "1.0"), naming their lines.
+
+    Only for classification: a generation response "1" beside "1.0" is two different texts.
+    """
+    first_line: dict[str, int] = {}
+    for row in rowset.rows:
+        if row.label is not None:
+            first_line.setdefault(row.label, row.line)
+    pairs = integer_float_aliases(first_line)
+    if pairs:
+        listed = "; ".join(f"'{a}' (line {first_line[a]}) and '{b}' (line {first_line[b]})" for a, b in pairs)
+        raise DataError(
+            f"{rowset.file}:{first_line[pairs[0][1]]}: labels {listed} are one class id written two ways "
+            "and would train as separate classes (fix: write each class one way, e.g. as an integer)"
+        )
+
+
 def build_label_map(labels: Iterable[str]) -> LabelMap:
-    """The map of the distinct labels, sorted."""
+    """The map of the distinct labels, sorted; "1" beside "1.0" is refused (see check_label_aliases)."""
     distinct = sorted(set(labels))
     if not distinct:
         raise DataError("cannot build a label map: the training rows have no labels")
+    pairs = integer_float_aliases(distinct)
+    if pairs:
+        listed = "; ".join(f"'{a}' and '{b}'" for a, b in pairs)
+        raise DataError(
+            f"training labels {listed} are one class id written two ways and would train as separate "
+            "classes (fix: write each class one way in the data file, e.g. as an integer)"
+        )
     return LabelMap(tuple(distinct))
 
 
@@ -117,6 +146,7 @@ class Encoded:
     label_ids: list[int] = field(default_factory=list)
     unseen: dict[str, int] = field(default_factory=dict)
     unseen_lines: list[int] = field(default_factory=list)
+    unseen_first_line: dict[str, int] = field(default_factory=dict)
 
     @property
     def unseen_count(self) -> int:
@@ -141,5 +171,28 @@ def encode_rows(rows: Sequence[Row], label_map: LabelMap) -> Encoded:
         else:
             unseen[str(row.label)] += 1
             out.unseen_lines.append(row.line)
+            out.unseen_first_line.setdefault(str(row.label), row.line)
     out.unseen = dict(sorted(unseen.items()))
     return out
+
+
+def unseen_note(file: str | Path, encoded: Encoded, limit: int = 5) -> str | None:
+    """One line naming the labels of `file` that training never saw, with counts and first lines.
+
+    Those rows cannot be scored as anything but wrong, so they are left out of evaluation; None when
+    every label was seen.
+    """
+    if not encoded.unseen:
+        return None
+    items = sorted(encoded.unseen.items(), key=lambda kv: (-kv[1], kv[0]))
+    listed = ", ".join(
+        f"'{lab}' ({n} row{'s' if n != 1 else ''}, first at line {encoded.unseen_first_line[lab]})"
+        for lab, n in items[:limit]
+    )
+    if len(items) > limit:
+        listed += f" and {len(items) - limit} more"
+    n = encoded.unseen_count
+    return (
+        f"{file}: {n} row{'s' if n != 1 else ''} with labels that never occur in training, left out of "
+        f"evaluation: {listed}"
+    )

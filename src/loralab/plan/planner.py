@@ -13,7 +13,7 @@ from typing import Any
 from loralab.arch.records import ArchRecord, ModuleRecord, name_pattern
 from loralab.errors import PlanError, Problem
 from loralab.plan.count import DTYPE_BYTES, Counts, count
-from loralab.plan.matching import MatchResult, match_modules
+from loralab.plan.matching import MatchResult, TargetMatch, match_modules
 from loralab.plan.options import option_sets
 from loralab.plan.spec import LoraSpec
 
@@ -197,6 +197,7 @@ def build_plan(
     dtype = load_dtype if load_dtype in DTYPE_BYTES else (arch.config_dtype or "float32")
     plan = Plan(arch=arch, spec=spec, match=match, counts=counts, load_dtype=dtype)
     plan.warnings.extend(_kind_warnings(match))
+    plan.warnings.extend(_rank_warnings(match))
     plan.warnings.extend(_other_warnings(arch, spec, match, lora))
     if counts.saved_extra:
         extra_mb = counts.saved_extra_params * DTYPE_BYTES.get(dtype, 4) / 1e6
@@ -237,6 +238,35 @@ def option_rows(arch: ArchRecord, lora: dict[str, Any], spec: LoraSpec, plan: Pl
             )
         )
     return rows
+
+
+def _rank_warnings(match: MatchResult) -> list[str]:
+    """r above a module's narrower side: B @ A is (out x r) @ (r x in), whose rank is at most
+    min(in, out), so the rank beyond it adds parameters, memory and time but no capacity."""
+    by_width: dict[int, list[TargetMatch]] = {}
+    for t in match.targets:
+        width = min(t.module.in_features or 0, t.module.out_features or 0)
+        if width and t.r > width:
+            by_width.setdefault(width, []).append(t)
+    if not by_width:
+        return []
+    wasted = sum(
+        (t.r - width) * ((t.module.in_features or 0) + (t.module.out_features or 0))
+        for width, ts in by_width.items()
+        for t in ts
+    )
+    ranks = sorted({t.r for ts in by_width.values() for t in ts})
+    groups = "; ".join(
+        f"min(in, out) {width} for "
+        + _short(sorted({t.module.name.rsplit(".", 1)[-1] for t in ts}), 4)
+        + f" ({len(ts)} modules)"
+        for width, ts in sorted(by_width.items())
+    )
+    return [
+        f"r {'/'.join(map(str, ranks))} exceeds the width of adapted layers: the update B·A of an "
+        f"(out x in) layer has rank at most min(in, out), so {wasted:,} LoRA parameters add no "
+        f"capacity ({groups}). Use r <= {min(by_width)} (usually far less)"
+    ]
 
 
 def _other_warnings(arch: ArchRecord, spec: LoraSpec, match: MatchResult, lora: dict[str, Any]) -> list[str]:

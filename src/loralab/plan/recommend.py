@@ -26,9 +26,9 @@ from typing import Any
 
 from loralab.config.models import TASK_TO_TASK_TYPE, Task
 from loralab.errors import ConfigError, Problem
-from loralab.plan.memory import MemoryEstimate, TrainSetup, estimate_memory
+from loralab.plan.estimate.memory import MemoryEstimate, TrainSetup, estimate_memory
+from loralab.plan.estimate.state_memory import Quantization, Sharding
 from loralab.plan.planner import Plan, build_plan
-from loralab.plan.state_memory import Quantization, Sharding
 
 
 @dataclass

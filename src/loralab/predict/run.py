@@ -2,33 +2,138 @@
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 from typing import Any
 
-from peft import PeftModel
+from peft import PeftModel, get_peft_model_state_dict
 from rich.progress import Progress
 from transformers import AutoTokenizer
 
+from loralab.arch.hf import max_length_problem
+from loralab.arch.resolve import resolve_model
 from loralab.config import load_experiment
 from loralab.config.models import ExperimentConfig
-from loralab.errors import ConfigError, Problem
+from loralab.errors import ConfigError, Problem, RunDirError
 from loralab.io import quiet_libraries, write_json
 from loralab.train.loading import load_model
 from loralab.train.precision import choose_precision
+from loralab.train.safe_state import safetensors_problem, tensor_names
 from loralab.train.tasks import MAX_GENERATE_EVALUATE, task_for
 
 PREDICT_BATCH = 128
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# Weight files that torch.load or pickle would read: unpickling a planted file runs its code, and
+# PEFT falls back to adapter_model.bin when the safetensors file is missing.
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
+FIX_RUN = "evaluate a run directory that `loralab train` finished, or train it again"
+FIX_CONFIG = "evaluate the adapter with the config.yaml it was trained with"
+
+
+def _json_object_problem(path: Path) -> str | None:
+    if not path.is_file():
+        return "missing"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"unreadable ({type(e).__name__}: {e})"
+    return None if isinstance(data, dict) else "not a JSON object"
+
+
+def check_run_files(run_dir: Path) -> None:
+    """What `evaluate RUN_DIR` reads, checked before any library sees it: the folder, its config, the
+    tokenizer, and an adapter of safetensors only. A missing or cut-short adapter would otherwise
+    surface as a hub lookup ("Repo id must be ...") or a SafetensorError that names no file."""
+    if not run_dir.exists():
+        raise RunDirError(Problem(str(run_dir), "", "no such run directory", FIX_RUN))
+    if not run_dir.is_dir():
+        raise RunDirError(Problem(str(run_dir), "", "is a file, not a run directory", FIX_RUN))
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(
+            Problem(str(run_dir / "config.yaml"), "", "missing, so this is not a run directory", FIX_RUN)
+        )
+    adapter = run_dir / "adapter"
+    if not adapter.is_dir():
+        what = "missing: the run has no saved adapter (training writes it at its end)"
+        fix = (
+            "resume the run with `loralab train CONFIG --output RUN_DIR --resume`, or evaluate a finished run"
+        )
+        raise RunDirError(Problem(str(adapter), "", what, fix))
+    pickles = sorted(p.name for p in adapter.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        what = (
+            f"pickle weights in the adapter folder ({', '.join(pickles)}); loralab loads adapters from "
+            "safetensors only, because unpickling a file can run any code in it"
+        )
+        fix = f"delete {'them' if len(pickles) > 1 else 'it'} and keep {ADAPTER_WEIGHTS}"
+        raise RunDirError(Problem(str(adapter / pickles[0]), "", what, fix))
+    found = _json_object_problem(adapter / "adapter_config.json")
+    if found:
+        raise RunDirError(Problem(str(adapter / "adapter_config.json"), "", found, FIX_RUN))
+    weights = adapter / ADAPTER_WEIGHTS
+    found = safetensors_problem(weights)
+    if found:
+        what = "missing" if not weights.is_file() else found.removeprefix(f"{weights.name} ")
+        raise RunDirError(
+            Problem(str(weights), "", what, "restore the adapter from a backup, or train the run again")
+        )
+    for name in ("labels.json", "train_counts.json"):  # written for classification runs only
+        found = _json_object_problem(run_dir / name) if (run_dir / name).exists() else None
+        if found:
+            raise RunDirError(Problem(str(run_dir / name), "", found, FIX_RUN))
+    tokenizer = run_dir / "tokenizer"
+    if not any((tokenizer / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):
+        raise RunDirError(
+            Problem(
+                str(tokenizer), "", "missing or empty: the run's tokenizer is needed to score it", FIX_RUN
+            )
+        )
 
 
 def load_run_model(run_dir: Path, cfg: ExperimentConfig) -> tuple[Any, Any]:
     """The run's base model with its adapter, in eval mode, and the tokenizer it trained with."""
-    tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"))
+    check_run_files(run_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "tokenizer"))
+    except (OSError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunDirError(
+            Problem(str(run_dir / "tokenizer"), "", f"cannot be loaded ({first})", FIX_RUN)
+        ) from e
     policy = choose_precision(cfg)
     base = load_model(cfg, policy, run_dir=run_dir, tokenizer=tokenizer)
-    # safetensors only: PeftModel reads adapter_model.safetensors (no pickle fallback is written).
-    model = PeftModel.from_pretrained(base, str(run_dir / "adapter"))
+    adapter = run_dir / "adapter"
+    try:
+        with warnings.catch_warnings():
+            # _check_adapter_complete turns this warning into an error that names the file
+            warnings.filterwarnings("ignore", message="Found missing adapter keys")
+            # check_run_files refused pickles, so PEFT can only read the safetensors file
+            model = PeftModel.from_pretrained(base, str(adapter))
+    except RuntimeError as e:
+        if "size mismatch" not in str(e) and "state_dict" not in str(e):
+            raise
+        what = f"its tensors do not fit the run's model ({_first_mismatch(e)})"
+        raise RunDirError(Problem(str(adapter / ADAPTER_WEIGHTS), "", what, FIX_CONFIG)) from e
+    _check_adapter_complete(model, adapter / ADAPTER_WEIGHTS)
     model.eval()
     return model, tokenizer
+
+
+def _first_mismatch(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln]
+    return lines[0] if lines else str(e).strip().splitlines()[0]
+
+
+def _check_adapter_complete(model: Any, weights: Path) -> None:
+    """PEFT only warns when the file lacks tensors the config's targets need, and those keep their
+    initial values: lora_B is zero, so the adapter silently does nothing and the scores are the base
+    model's. A file from another run or a hand-edited one is an error instead."""
+    expected = set(get_peft_model_state_dict(model))
+    missing = sorted(expected - tensor_names(weights))
+    if missing:
+        what = f"lacks {len(missing)} of the {len(expected)} tensors its config needs (e.g. {missing[0]})"
+        raise RunDirError(Problem(str(weights), "", what, FIX_CONFIG))
 
 
 def split_file(cfg: ExperimentConfig, data: Path | None, split: str) -> Path:
@@ -52,7 +157,14 @@ def evaluate_run(
     run_dir: Path, *, data: Path | None = None, split: str = "test"
 ) -> tuple[dict[str, Any], Path]:
     """Predict with the run's adapter and write predictions.csv + metrics.json under run_dir/eval-<name>/."""
+    check_run_files(run_dir)
     cfg = load_experiment(run_dir / "config.yaml")
+    m = cfg.model
+    conf = resolve_model(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code).config
+    # A run directory edited by hand (or an old one) could tokenise past the model's positions.
+    problem = max_length_problem(conf, cfg.max_length, file=str(run_dir / "config.yaml"))
+    if problem is not None:
+        raise ConfigError([problem])
     quiet_libraries()
     task = task_for(cfg)
     task.restore(run_dir)

@@ -40,6 +40,7 @@ from loralab.report.markdown import write_markdown
 DEFAULT_THRESHOLD = 0.6  # seed 000's tail-F1 line below which FFN targets are "required"
 MAX_LOW_ROWS = 40
 MAX_EXAMPLE_CHARS = 140
+FIX_OUT = "pass --out with a folder you can write to"
 
 
 @dataclass(frozen=True)
@@ -259,8 +260,42 @@ def build_report(
     for other in runs[1:]:  # before writing anything: refuse early on mismatched test sets
         diffs += paired_bootstrap(runs[0], other, (*METRICS, "tail_f1"), n_resamples, seed)
     out = Path(out)
+    img_dir = _make_folder(out)
+    try:
+        return _write_report(runs, diffs, out, img_dir, threshold, n_resamples, seed)
+    except OSError as e:  # a full disk or a folder that turned read-only under us
+        where = e.filename or out
+        raise ReportError(f"{where}: cannot write the report ({e.strerror or e}) (fix: {FIX_OUT})") from e
+
+
+def _make_folder(out: Path) -> Path:
+    """out/images, created; a file in the way (out itself or a parent) or a path the user cannot
+    write is one message naming it, before any figure is drawn."""
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == out else f"cannot be created: {p} is a file"
+                raise ReportError(f"{out}: {what}, but the report needs a folder (fix: {FIX_OUT})")
+            break
     img_dir = out / "images"
-    img_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        img_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReportError(
+            f"{out}: cannot create the report folder ({e.strerror or e}) (fix: {FIX_OUT})"
+        ) from e
+    return img_dir
+
+
+def _write_report(
+    runs: list[Run],
+    diffs: list[Difference],
+    out: Path,
+    img_dir: Path,
+    threshold: float,
+    n_resamples: int,
+    seed: int,
+) -> ReportPaths:
     cis = [run_intervals(r, n_resamples, seed) for r in runs]
     title = "loralab report: " + (runs[0].name if len(runs) == 1 else " vs ".join(r.name for r in runs))
     doc = Document(title)

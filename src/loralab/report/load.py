@@ -101,38 +101,98 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _read_json(path: Path) -> Any:
+FIX_RERUN = "restore the file, or run `loralab evaluate RUN_DIR` and report on the eval-test folder it writes"
+FIX_OPTIONAL = "restore the file, or move it out of the run directory (the report runs without it)"
+JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}
+
+
+def _json_kind(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def _read_text(path: Path, fix: str = FIX_OPTIONAL) -> str:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ReportError(f"{path}: not UTF-8 text (byte {e.start}) (fix: {fix})") from e
+    except OSError as e:
+        raise ReportError(f"{path}: cannot be read ({e.strerror or e}) (fix: check the file)") from e
+
+
+def _read_json(path: Path, fix: str = FIX_OPTIONAL) -> dict[str, Any]:
+    text = _read_text(path, fix)
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ReportError(f"{path}: not valid JSON ({e})") from e
+        what = "empty file" if not text.strip() else f"not valid JSON ({e.msg}, line {e.lineno})"
+        raise ReportError(f"{path}: {what} (fix: {fix})") from e
+    if not isinstance(data, dict):
+        raise ReportError(
+            f"{path}: holds {_json_kind(data)}, not the JSON object loralab writes (fix: {fix})"
+        )
+    return data
+
+
+def _check_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    """The shapes the report reads from metrics.json: a hand-edited or foreign file fails here, naming
+    the key, instead of deep inside a plot."""
+    shapes = {
+        "per_class": dict,
+        "buckets": list,
+        "ci": dict,
+        "never_predicted": list,
+        "confusion_pairs": list,
+    }
+    for key, kind in shapes.items():
+        value = metrics.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise ReportError(
+                f"{path}: {key} is {_json_kind(value)}, not {JSON_NAMES[kind]} (fix: {FIX_RERUN})"
+            )
+    inner = [(f"per_class.{k}", v) for k, v in (metrics.get("per_class") or {}).items()]
+    inner += [(f"buckets[{i}]", b) for i, b in enumerate(metrics.get("buckets") or [])]
+    inner += [(f"confusion_pairs[{i}]", c) for i, c in enumerate(metrics.get("confusion_pairs") or [])]
+    for key, value in inner:
+        if not isinstance(value, dict):
+            raise ReportError(f"{path}: {key} is {_json_kind(value)}, not an object (fix: {FIX_RERUN})")
+        for field_name in ("support", "f1", "train_count", "count", "mean_f1"):
+            v = value.get(field_name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                raise ReportError(f"{path}: {key}.{field_name} is {v!r}, not a number (fix: {FIX_RERUN})")
 
 
 def _read_log(path: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    if not path.exists():
+    if not path.is_file():
         return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in _read_text(path).splitlines():
         line = line.strip()
         if not line:
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue  # a run killed mid-write leaves a partial last line; the rest is still useful
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 
 def _read_labels(path: Path) -> list[str]:
-    if not path.exists():
+    if not path.is_file():
         return []
     data = _read_json(path)
-    id2label = data.get("id2label") if isinstance(data, dict) else None
-    if isinstance(id2label, dict):
-        return [str(id2label[k]) for k in sorted(id2label, key=lambda k: int(k))]
-    if isinstance(data, dict) and isinstance(data.get("label2id"), dict):
-        l2i = data["label2id"]
-        return sorted(l2i, key=lambda k: int(l2i[k]))
+    try:
+        id2label = data.get("id2label")
+        if isinstance(id2label, dict):
+            return [str(id2label[k]) for k in sorted(id2label, key=lambda k: int(k))]
+        if isinstance(data.get("label2id"), dict):
+            l2i = data["label2id"]
+            return sorted(l2i, key=lambda k: int(l2i[k]))
+    except (TypeError, ValueError) as e:
+        raise ReportError(f"{path}: label ids are not integers ({e}) (fix: {FIX_OPTIONAL})") from e
     return []
 
 
@@ -144,26 +204,59 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
         if len(others) != 1:
             return {}
         path = others[0]
-    try:
+    try:  # optional (the LoRA rank, best-epoch metric): a damaged one does not stop the report
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def load_run(run_dir: Path, name: str | None = None) -> Run:
-    """Parse a run directory; raises ReportError naming the missing file when it cannot."""
-    run_dir = Path(run_dir)
-    for required in ("metrics.json", "predictions.csv"):
-        if not (run_dir / required).exists():
-            raise ReportError(f"{run_dir}: no {required} (is this a finished `loralab train` run directory?)")
-    preds = pd.read_csv(run_dir / "predictions.csv", dtype={"id": str, "gold": str, "pred": str})
+def _read_predictions(path: Path) -> pd.DataFrame:
+    """predictions.csv with id, gold, pred as text: an empty cell is the empty label (a generative
+    classifier that produced nothing) and "NA" or "None" are labels, never a float NaN that breaks
+    sorting against strings."""
+    try:
+        preds = pd.read_csv(path, dtype={"id": str, "gold": str, "pred": str}, keep_default_na=False)
+    except pd.errors.EmptyDataError as e:
+        raise ReportError(f"{path}: empty file, not even a header (fix: {FIX_RERUN})") from e
+    except pd.errors.ParserError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ReportError(f"{path}: not a readable CSV ({first}) (fix: {FIX_RERUN})") from e
+    except UnicodeDecodeError as e:
+        raise ReportError(f"{path}: not UTF-8 text (byte {e.start}) (fix: {FIX_RERUN})") from e
+    except OSError as e:
+        raise ReportError(f"{path}: cannot be read ({e.strerror or e}) (fix: check the file)") from e
     missing = {"id", "gold", "pred"} - set(preds.columns)
     if missing:
-        raise ReportError(f"{run_dir / 'predictions.csv'}: missing column(s) {sorted(missing)}")
+        raise ReportError(
+            f"{path}: missing column(s) {sorted(missing)}; found {sorted(map(str, preds.columns))} "
+            f"(fix: {FIX_RERUN})"
+        )
+    if preds.empty:
+        raise ReportError(f"{path}: a header but no rows, nothing to report on (fix: {FIX_RERUN})")
     if "text" not in preds.columns:
         preds["text"] = ""
-    preds["text"] = preds["text"].fillna("").astype(str)
+    preds["text"] = preds["text"].astype(str)
+    return preds
+
+
+def load_run(run_dir: Path, name: str | None = None) -> Run:
+    """Parse a run directory; raises ReportError naming the missing or damaged file when it cannot."""
+    run_dir = Path(run_dir)
+    fix = "give a run directory written by `loralab train`"
+    if not run_dir.exists():
+        raise ReportError(f"{run_dir}: no such run directory (fix: {fix})")
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: is a file, not a run directory (fix: {fix})")
+    for required in ("metrics.json", "predictions.csv"):
+        if not (run_dir / required).is_file():
+            raise ReportError(
+                f"{run_dir}: no {required}, so it is not a finished run (fix: {fix}, or run "
+                "`loralab evaluate RUN_DIR` and report on the eval-test folder it writes)"
+            )
+    preds = _read_predictions(run_dir / "predictions.csv")
+    metrics = _read_json(run_dir / "metrics.json", FIX_RERUN)
+    _check_metrics(run_dir / "metrics.json", metrics)
     record_path = run_dir / "record.json"
     try:  # optional, and only read for hints: a damaged one does not stop the report
         environment = _read_json(run_dir / "environment.json")
@@ -172,13 +265,13 @@ def load_run(run_dir: Path, name: str | None = None) -> Run:
     return Run(
         path=run_dir,
         name=name or run_dir.resolve().name,
-        metrics=_read_json(run_dir / "metrics.json"),
+        metrics=metrics,
         predictions=preds,
         log=_read_log(run_dir / "train_log.jsonl"),
         record=_read_json(record_path) if record_path.exists() else {},
         config=_read_config(run_dir),
         labels=_read_labels(run_dir / "labels.json"),
-        environment=environment if isinstance(environment, dict) else {},
+        environment=environment,
     )
 
 

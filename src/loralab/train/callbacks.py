@@ -9,13 +9,18 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from loralab.io import redact_secrets
 
 
 def peak_memory_bytes() -> tuple[int, str]:
@@ -161,6 +166,25 @@ class RichProgressCallback(TrainerCallback):
             self.progress = None
 
 
+# MLflow retries a failed request 7 times with growing pauses and waits up to 120 s for each answer:
+# a tracking server that is down or hangs stalls the run for minutes at every call. Tracking calls
+# get a short leash instead (a failure turns tracking off for the rest of the run); a user's own
+# MLFLOW_HTTP_REQUEST_* settings win.
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
+
+
+@contextmanager
+def bounded_http() -> Iterator[None]:
+    set_here = [k for k in HTTP_LIMITS if k not in os.environ]
+    for k in set_here:
+        os.environ[k] = HTTP_LIMITS[k]
+    try:
+        yield
+    finally:
+        for k in set_here:
+            os.environ.pop(k, None)
+
+
 class MLflowCallback(TrainerCallback):
     """Params, metrics and artifacts to MLflow. Any tracking failure is reported once and ignored:
     a tracking server that is down must never cost a training run."""
@@ -175,10 +199,12 @@ class MLflowCallback(TrainerCallback):
         if self.failed:
             return
         try:
-            fn()
+            with bounded_http():
+                fn()
         except Exception as e:
-            self.failed = f"{type(e).__name__}: {e}"
-            Console(stderr=True).print(f"[yellow]warning:[/] MLflow tracking disabled: {self.failed}")
+            # MLflow's messages quote the URL they called; a URI's password must not reach the log.
+            self.failed = redact_secrets(f"{type(e).__name__}: {e}")
+            Console(stderr=True).print(f"[yellow]warning:[/] MLflow tracking disabled: {escape(self.failed)}")
 
     def start(self) -> None:
         def go() -> None:

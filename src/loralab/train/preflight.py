@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,12 +21,27 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoTokenizer
 
-from loralab.arch.hf import auto_class, hf_config_from_dict, is_decoder_only, known_model_type
-from loralab.arch.resolve import resolve_model
+from loralab.arch.hf import (
+    auto_class,
+    hf_config_from_dict,
+    is_decoder_only,
+    known_model_type,
+    max_length_problem,
+    max_length_warning,
+)
+from loralab.arch.resolve import hub_load_kwargs, resolve_model
 from loralab.arch.twin import TWIN_VOCAB, twin_config, twin_lora
 from loralab.config.models import ExperimentConfig
-from loralab.data import read_rows
-from loralab.errors import LoralabError, PlanError
+from loralab.data import (
+    RowSet,
+    build_label_map,
+    check_label_aliases,
+    encode_rows,
+    leakage_note,
+    read_rows,
+    unseen_note,
+)
+from loralab.errors import ConfigError, LoralabError, PlanError, Problem
 from loralab.train.findings import Finding
 from loralab.train.loading import (
     QLORA_ON_CPU,
@@ -81,13 +97,14 @@ def run_preflight(
     findings: list[Finding] = []
     checks: list[Callable[[_Ctx], list[Finding]]] = [
         check_model_config,
+        check_max_length,
         check_plan,
         check_tokenizer,
         check_token_type_ids,
         check_precision,
         check_qlora,
         check_offload,
-        check_labels,
+        check_data,
         check_memory,
     ]
     if with_twin:
@@ -96,12 +113,34 @@ def run_preflight(
         try:
             findings.extend(check(ctx))
         except Exception as e:  # a crashing check must not hide the other checks' findings
-            findings.append(
-                Finding(
-                    f"preflight.{check.__name__}", "warning", f"the check itself failed: {_first_line(e)}", ""
-                )
-            )
+            findings.extend(failed_check(check.__name__, e))
     return PreflightReport(findings)
+
+
+def failed_check(name: str, e: BaseException) -> list[Finding]:
+    """A check that could not run is an error, never a pass: what stopped it (a missing file, a
+    config problem) stops the run too, or the run would start unchecked. The whole message is kept,
+    every problem of a ConfigError with its key and fix."""
+    if isinstance(e, ConfigError | PlanError):
+        return [problem_finding(p) for p in e.problems]
+    if isinstance(e, LoralabError):
+        return [Finding(f"preflight.{name}", "error", e.message(), "")]
+    where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+    at = f" (at {os.path.basename(where.filename)}:{where.lineno})" if where else ""
+    return [
+        Finding(
+            f"preflight.{name}",
+            "error",
+            f"the check could not run: {type(e).__name__}: {e}{at}",
+            "if the config is right this is a bug in loralab; please report it with this message",
+        )
+    ]
+
+
+def problem_finding(p: Problem) -> Finding:
+    """A config Problem as an error finding: its key names the check, its file and message stay whole."""
+    where = f"{p.file}: " if p.file else ""
+    return Finding(p.key or "config", "error", where + p.message, p.fix)
 
 
 def _first_line(e: BaseException) -> str:
@@ -147,6 +186,25 @@ def check_model_config(ctx: _Ctx) -> list[Finding]:
     ]
 
 
+def check_max_length(ctx: _Ctx) -> list[Finding]:
+    """data.max_length within the model's positions: past an absolute position table the first long
+    batch fails with an index error, hours in; past a rotary model's trained context quality falls."""
+    if ctx.config is None:
+        return []
+    cfg = ctx.cfg
+    problem = max_length_problem(ctx.config, cfg.max_length, file=str(cfg.source))
+    if problem is not None:
+        default = (
+            "" if cfg.data.max_length is not None else f"not set, so {cfg.model.task}'s default applies: "
+        )
+        return [Finding("data.max_length", "error", default + problem.message, problem.fix)]
+    warning = max_length_warning(ctx.config, cfg.max_length)
+    if warning is None:
+        return []
+    fix = "lower data.max_length, or scale RoPE in the model config (rope_scaling)"
+    return [Finding("data.max_length", "warning", warning, fix)]
+
+
 def check_plan(ctx: _Ctx) -> list[Finding]:
     """The LoRA config resolves on the architecture: targets match, layers are in range."""
     if not ctx.cfg.lora.enable or ctx.config is None or ctx.hf_config is None:
@@ -168,17 +226,45 @@ def check_tokenizer(ctx: _Ctx) -> list[Finding]:
     if ctx.source == "bundled":  # only loralab's config copy is here; asking the hub retries for ~30 s
         return [Finding("tokenizer.load", "info", f"{UNREACHABLE}: tokenizer checks skipped", "")]
     try:
+        name = model_path(m.name_or_path)
+        # Offline, a hub id (even one in the cache) retries each missing optional file for ~23 s.
+        hub = hub_load_kwargs(name, what="tokenizer", revision=m.revision)
         ctx.tokenizer = AutoTokenizer.from_pretrained(
-            model_path(m.name_or_path), trust_remote_code=m.trust_remote_code, revision=m.revision
+            name, trust_remote_code=m.trust_remote_code, revision=m.revision, **hub
         )
-    except Exception as e:  # offline hub id, bundled config without tokenizer files
+    except Exception as e:
+        # `train` loads the tokenizer from the same place: from a local folder that fails the same way
+        # (an error); from the hub it may only be unreachable from here (a warning).
+        local = ctx.source == "local"
         return [
-            Finding("tokenizer.load", "info", f"tokenizer not available here ({_first_line(e)}); skipped", "")
+            Finding(
+                "tokenizer.load",
+                "error" if local else "warning",
+                f"the tokenizer of {m.name_or_path} does not load: {type(e).__name__}: {e}".strip(),
+                "put the tokenizer files (tokenizer.json or its vocab files, tokenizer_config.json) in the "
+                "model folder"
+                if local
+                else "check the hub id and your access to it (HF_TOKEN for gated models)",
+            )
+        ]
+    tok = ctx.tokenizer
+    vocab = _vocabulary_findings(tok, ctx.config or {}, m.name_or_path)
+    if vocab:
+        return vocab
+    if tok.pad_token is None and getattr(tok, "eos_token", None) is None:
+        # loralab pads with eos when there is no pad token; with neither, no batch can be built.
+        return [
+            Finding(
+                "tokenizer.pad_token",
+                "error",
+                "the tokenizer has neither a pad token nor an eos token, so batches of unequal length "
+                "cannot be padded",
+                "add a pad token to the tokenizer files (tokenizer_config.json pad_token)",
+            )
         ]
     if not is_decoder_only(ctx.hf_config):
         return []
     out: list[Finding] = []
-    tok = ctx.tokenizer
     if tok.pad_token is None:
         out.append(
             Finding(
@@ -201,6 +287,36 @@ def check_tokenizer(ctx: _Ctx) -> list[Finding]:
             )
         )
     return out
+
+
+def _vocabulary_findings(tok: Any, config: dict[str, Any], name: str) -> list[Finding]:
+    """A tokenizer that cannot feed this model. transformers 5 builds a tokenizer of only its special
+    tokens for a folder without tokenizer files, so every word trains as the unknown token; and ids
+    at or past the embedding's vocab_size fail with an index error at the first batch that holds one."""
+    size, specials = len(tok), len(set(getattr(tok, "all_special_tokens", [])))
+    if size <= specials:
+        return [
+            Finding(
+                "tokenizer.vocabulary",
+                "error",
+                f"the tokenizer of {name} holds only its {size} special tokens: the folder has no "
+                "vocabulary files, so every word would become the unknown token",
+                "copy the model's tokenizer files (tokenizer.json, or vocab.txt / merges.txt, and "
+                "tokenizer_config.json) into the folder",
+            )
+        ]
+    vocab_size = config.get("vocab_size")
+    if isinstance(vocab_size, int) and size > vocab_size:
+        return [
+            Finding(
+                "tokenizer.vocab_size",
+                "error",
+                f"the tokenizer has {size} tokens but the model's embedding has vocab_size {vocab_size}: "
+                f"ids {vocab_size} and above fail with an index error",
+                "use the tokenizer that belongs to the model",
+            )
+        ]
+    return []
 
 
 def _model_class(ctx: _Ctx) -> Any:
@@ -266,49 +382,172 @@ def check_offload(ctx: _Ctx) -> list[Finding]:
     ]
 
 
-def check_labels(ctx: _Ctx) -> list[Finding]:
-    """seq-cls: the training labels fit num_labels; validation labels were seen in training."""
-    cfg, d = ctx.cfg, ctx.cfg.data
-    if cfg.model.task != "seq-cls" or not d.train_file or not d.label_field:
-        return []
-    train = cfg.resolve_path(d.train_file)
-    if not train.is_file():
-        return []
-    labels = set(read_rows(train, label_field=d.label_field).labels)
+DATA_FILES = ("train_file", "validation_file", "test_file")
+
+
+def read_split(cfg: ExperimentConfig, key: str) -> RowSet | None:
+    """data.<key> read with the fields `train` reads it with (loralab.train.tasks), so a file train
+    would refuse is refused here; None when the key is not set."""
+    d = cfg.data
+    value = getattr(d, key)
+    if not value:
+        return None
+    path = cfg.resolve_path(value)
+    if cfg.model.task == "seq-cls":
+        rowset = read_rows(
+            path, text_field=d.text_field, text_template=d.text_template, label_field=d.label_field
+        )
+        check_label_aliases(rowset)
+        return rowset
+    response, prompt = d.response_field or d.label_field, d.prompt_field or d.text_field
+    if not response or not (prompt or d.text_template):
+        raise ConfigError(
+            [
+                Problem(
+                    str(cfg.source),
+                    "data",
+                    f"{cfg.model.task} needs a prompt and a response",
+                    "set data.prompt_field (or text_field/text_template) and data.response_field",
+                )
+            ]
+        )
+    template = None if prompt else d.text_template
+    return read_rows(path, text_field=prompt, text_template=template, label_field=response)
+
+
+def check_data(ctx: _Ctx) -> list[Finding]:
+    """The data files read as `train` reads them: each must exist, parse and hold usable rows; held-out
+    files must not be the training data; seq-cls labels must fit num_labels and be seen in training."""
+    cfg = ctx.cfg
+    if not cfg.data.train_file:
+        # A warning, not an error: `train` stops on it at once, in seconds, with this same key; the
+        # model-side checks above are what a data-less file (a model being tried out) asks for.
+        return [
+            Finding(
+                "data.train_file",
+                "warning",
+                "not set: the data checks are skipped, and train stops at once with nothing to train on",
+                "set data.train_file",
+            )
+        ]
     out: list[Finding] = []
-    n = cfg.model.num_labels or 0
-    if len(labels) > n:
+    sets: dict[str, RowSet] = {}
+    for key in DATA_FILES:
+        try:
+            rowset = read_split(cfg, key)
+        except LoralabError as e:
+            out.extend(_data_error(key, e))
+            continue
+        if rowset is None:
+            continue
+        skipped = rowset.skipped_summary()
+        if not rowset.rows:
+            why = f": {skipped}" if skipped else ""
+            fix = "check data.text_field / data.label_field and the file"
+            out.append(Finding(f"data.{key}", "error", f"{rowset.file} has no usable rows{why}", fix))
+            continue
+        if skipped:
+            out.append(
+                Finding(
+                    f"data.{key}", "warning", skipped, "correct these rows, or accept that they are left out"
+                )
+            )
+        sets[key] = rowset
+    train = sets.get("train_file")
+    if train is None:
+        return out
+    for key in DATA_FILES[1:]:
+        other = sets.get(key)
+        note = leakage_note(train.file, train.rows, other.file, other.rows) if other is not None else None
+        if note is not None:
+            fix = f"use a held-out {key.removesuffix('_file')} file that shares no rows with training"
+            out.append(Finding(f"data.{key}", "warning", note, fix))
+    if cfg.model.task == "seq-cls":
+        out.extend(_label_findings(ctx, train, sets))
+    return out
+
+
+def _data_error(key: str, e: LoralabError) -> list[Finding]:
+    if isinstance(e, ConfigError | PlanError):
+        return [problem_finding(p) for p in e.problems]
+    return [Finding(f"data.{key}", "error", e.message(), "")]
+
+
+def _label_findings(ctx: _Ctx, train: RowSet, sets: dict[str, RowSet]) -> list[Finding]:
+    """What `train` refuses about the labels (a count other than num_labels, nothing to evaluate on),
+    and held-out labels it never saw, which are left out of evaluation."""
+    cfg, d = ctx.cfg, ctx.cfg.data
+    labels = sorted(set(train.labels))
+    out: list[Finding] = []
+    n = cfg.model.num_labels
+    name = os.path.basename(train.file)
+    if not d.label_field:
+        out.append(
+            Finding(
+                "data.label_field",
+                "error",
+                "not set: a classification run needs the column that holds each row's class",
+                "set data.label_field",
+            )
+        )
+    elif len(labels) < 2:
+        out.append(
+            Finding(
+                "data.label_field",
+                "error",
+                f"{name} has {len(labels)} distinct label(s) in '{d.label_field}'; classification "
+                "needs 2 or more",
+                "check data.label_field and the file",
+            )
+        )
+    elif n is not None and len(labels) != n:
+        why = (
+            "the loss fails on label ids >= num_labels"
+            if len(labels) > n
+            else f"{n - len(labels)} classes of the head would never be trained"
+        )
         out.append(
             Finding(
                 "data.num_labels",
                 "error",
-                f"{train.name} has {len(labels)} distinct labels but model.num_labels is {n}: "
-                "the loss fails on label ids >= num_labels",
-                f"set model.num_labels: {len(labels)}",
+                f"{name} has {len(labels)} distinct labels but model.num_labels is {n}: {why}, and train "
+                "refuses the mismatch",
+                f"set model.num_labels: {len(labels)}, or remove it (loralab counts the training labels)",
             )
         )
-    elif len(labels) < n:
+    if labels:
+        label_map = build_label_map(labels)
+        for key in DATA_FILES[1:]:
+            other = sets.get(key)
+            if other is None:
+                continue
+            enc = encode_rows(other.rows, label_map)
+            note = unseen_note(other.file, enc)
+            if note is None:
+                continue
+            what = key.removesuffix("_file")
+            if enc.rows:
+                out.append(Finding(f"data.{key}", "warning", note, "re-split the data stratified by label"))
+            else:
+                out.append(
+                    Finding(
+                        f"data.{key}",
+                        "error",
+                        f"{note}; no {what} row is left to evaluate on",
+                        "check that the file's label column uses the training file's labels",
+                    )
+                )
+    evaluates = str(cfg.training_args.get("eval_strategy", "no")) != "no"
+    if not d.test_file and not d.validation_file and not evaluates:
         out.append(
             Finding(
-                "data.num_labels",
-                "warning",
-                f"{train.name} has only {len(labels)} distinct labels but model.num_labels is {n}: "
-                f"{n - len(labels)} classes are never trained",
-                "check the label field, or lower num_labels",
+                "data.test_file",
+                "error",
+                "nothing to evaluate the run on: no test_file, no validation_file and no evaluation "
+                "during training",
+                "set data.test_file (or data.validation_file, or training_args.eval_strategy: epoch)",
             )
         )
-    if d.validation_file and cfg.resolve_path(d.validation_file).is_file():
-        val = set(read_rows(cfg.resolve_path(d.validation_file), label_field=d.label_field).labels)
-        unseen = sorted(val - labels)
-        if unseen:
-            out.append(
-                Finding(
-                    "data.unseen_labels",
-                    "warning",
-                    f"{len(unseen)} validation label(s) never occur in training, e.g. {unseen[:3]}",
-                    "re-split the data stratified by label",
-                )
-            )
     return out
 
 

@@ -12,6 +12,7 @@ import torch
 
 from loralab.config.models import ExperimentConfig
 from loralab.evaluate.training_log import best_epoch, memory_device
+from loralab.io import redact_secrets
 from loralab.plan.planner import Plan
 from loralab.train.callbacks import peak_memory_bytes
 from loralab.train.precision import PrecisionPolicy
@@ -71,30 +72,33 @@ def build_record(session: RunState, seconds: float) -> dict[str, Any]:
     mem, kind = peak_memory_bytes()
     lora = cfg.lora_config_dict()
     buckets = {b["name"]: b["mean_f1"] for b in m.get("buckets", [])}
-    return {
-        "phase": (cfg.experiment or {}).get("phase"),
-        "model": cfg.model.name_or_path,
-        "target_modules": lora.get("target_modules"),
-        "layers_to_transform": lora.get("layers_to_transform"),
-        "lora_params": session.plan.counts.trainable_params if session.plan is not None else None,
-        "training_time_hours": round(seconds / 3600, 4),
-        # the key keeps its seed 000 name; on a CPU run the number is the process's peak RSS
-        "peak_memory_gb_per_gpu": round(mem / 1024**3, 3),
-        "peak_memory_kind": kind,
-        "peak_memory_device": memory_device(kind),
-        "best_epoch": _best_epoch(session),
-        "metrics": {
-            "weighted_f1": m.get("weighted_f1"),
-            "macro_f1": m.get("macro_f1"),
-            "tail_f1": m.get("tail_f1"),
-            "accuracy": m.get("accuracy"),
-            "val_loss": m.get("loss"),
-            "split": m.get("split"),
-        },
-        "per_class_f1": buckets,
-        "precision": session.policy.reason if session.policy is not None else None,
-        "notes": session.notes,
-    }
+    # Notes quote tracking errors and URIs; the record is copied to MLflow and into reports.
+    return redact_secrets(
+        {
+            "phase": (cfg.experiment or {}).get("phase"),
+            "model": cfg.model.name_or_path,
+            "target_modules": lora.get("target_modules"),
+            "layers_to_transform": lora.get("layers_to_transform"),
+            "lora_params": session.plan.counts.trainable_params if session.plan is not None else None,
+            "training_time_hours": round(seconds / 3600, 4),
+            # the key keeps its seed 000 name; on a CPU run the number is the process's peak RSS
+            "peak_memory_gb_per_gpu": round(mem / 1024**3, 3),
+            "peak_memory_kind": kind,
+            "peak_memory_device": memory_device(kind),
+            "best_epoch": _best_epoch(session),
+            "metrics": {
+                "weighted_f1": m.get("weighted_f1"),
+                "macro_f1": m.get("macro_f1"),
+                "tail_f1": m.get("tail_f1"),
+                "accuracy": m.get("accuracy"),
+                "val_loss": m.get("loss"),
+                "split": m.get("split"),
+            },
+            "per_class_f1": buckets,
+            "precision": session.policy.reason if session.policy is not None else None,
+            "notes": session.notes,
+        }
+    )
 
 
 def _git(*args: str) -> str | None:

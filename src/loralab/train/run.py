@@ -2,11 +2,12 @@
 
 Run directory (fixed names):
   config.yaml        the experiment as loaded (resolved model path, transformers-5 training_args)
-  status.json        running | completed | failed, with the error when it failed
+  status.json        running (with the process) | completed | failed, with the error when it failed
   preflight.json     the checks run before training
   labels.json        label2id / id2label built from the training data
   class_weights.json when class weights are on
   data_report.json   rows read, bad rows, unseen labels, truncation
+  data_files.json    size and sha256 of each data file at the start (`--resume` compares them)
   checkpoints/       Trainer checkpoints; one counts once its `.complete` marker exists
   adapter/           the final LoRA adapter (safetensors + adapter_config.json)
   tokenizer/         the tokenizer the run used
@@ -16,10 +17,19 @@ Run directory (fixed names):
   record.json        the run record of seed 000 §5.4
   environment.json   package versions, git state, hardware
 A failed run keeps everything written so far; `--resume` continues from the last complete checkpoint.
+
+What a run may write and where: the folder is `--output` or `runs/<time>-<experiment.name>`, the name
+made one plain path component; an existing folder is used only when it is empty or an earlier run of
+loralab's, and `--resume` only when the config and data are the run's own. Refusals happen before
+anything is written. Secrets (URI passwords, tokens) are redacted in every file and message.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -31,17 +41,32 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from loralab.config import load_experiment
 from loralab.config.models import ExperimentConfig
 from loralab.data import infer_num_labels
 from loralab.errors import LoralabError
-from loralab.io import is_main_process, quiet_libraries, write_json
+from loralab.io import is_main_process, quiet_libraries, redact_secrets, write_json
 from loralab.train.preflight import PreflightReport, run_preflight
 from loralab.train.report import print_preflight
 from loralab.train.session import Session
+from loralab.train.trainer import resume_point
 
 RUNS_DIR = Path("runs")
+CONFIG_HEADER = "# Resolved by loralab from "
+# Files loralab writes that may sit in a folder before its run starts (`loralab demo` writes its
+# config into the run folder), told apart from a user's file of the same name by their first line.
+OWN_HEADERS = {"config.yaml": CONFIG_HEADER, "demo.yaml": "# `loralab demo`"}
+DATA_KEYS = ("train_file", "validation_file", "test_file")
+# A name becomes one path component of letters (any script), digits and . _ + -; everything else,
+# path separators and ".." included, becomes "-". 100 bytes leave room for the time stamp in 255.
+_UNSAFE_NAME = re.compile(r"[^\w.+-]+")
+_NAME_BYTES = 100
+
+
+class RunDirRefused(LoralabError):
+    """The run directory cannot be used as asked; nothing was written to it."""
 
 
 @dataclass
@@ -53,21 +78,209 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
+# ---- where a run goes -----------------------------------------------------------------------------
+
+
+def safe_name(name: str) -> str:
+    """`name` as one path component that stays inside its parent folder ("" when nothing is left)."""
+    text = _UNSAFE_NAME.sub("-", name).strip(".-_+")
+    while len(text.encode("utf-8")) > _NAME_BYTES:
+        text = text[:-1]
+    return text.rstrip(".-_+")
+
+
+def run_folder_name(cfg: ExperimentConfig) -> tuple[str, str | None]:
+    """The run folder's name part (from experiment.name, else the config file's name) and a note when
+    the name given could not be used as it is."""
+    given = (cfg.experiment or {}).get("name")
+    name = safe_name(str(given)) if given is not None else ""
+    name = name or safe_name(cfg.source.stem) or "run"
+    if given is not None and name != str(given):
+        return (
+            name,
+            f"experiment.name {str(given)!r} is not a plain folder name: the run folder uses {name!r}",
+        )
+    return name, None
+
+
 def new_run_dir(cfg: ExperimentConfig, output: Path | None) -> Path:
+    """`output`, else a new folder `runs/<time>-<name>` that resolves inside `runs/`."""
     if output is not None:
         return output
-    name = (cfg.experiment or {}).get("name") or cfg.source.stem
+    name, _ = run_folder_name(cfg)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return RUNS_DIR / f"{stamp}-{name}"
+    run_dir = RUNS_DIR / f"{stamp}-{name}"
+    n = 2
+    while run_dir.exists() or run_dir.is_symlink():  # two runs of one name in the same second
+        run_dir = RUNS_DIR / f"{stamp}-{name}-{n}"
+        n += 1
+    if run_dir.resolve().parent != RUNS_DIR.resolve():
+        raise RunDirRefused(f"the run folder {run_dir} would resolve outside {RUNS_DIR}/: give --output DIR")
+    return run_dir
 
 
-def set_status(run_dir: Path, status: str, **extra: Any) -> None:
-    write_json(run_dir / "status.json", {"status": status, "time": datetime.now().isoformat(), **extra})
+def _first_line(path: Path) -> str:
+    try:
+        with path.open(encoding="utf-8") as f:
+            return f.readline()
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
-def save_resolved_config(cfg: ExperimentConfig, run_dir: Path) -> None:
-    if not is_main_process():
+def _written_by_loralab(path: Path) -> bool:
+    header = OWN_HEADERS.get(path.name)
+    return header is not None and path.is_file() and _first_line(path).startswith(header)
+
+
+def read_status(run_dir: Path) -> dict[str, Any] | None:
+    """The run's status.json when it is loralab's (running | completed | failed), else None."""
+    try:
+        data = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(data, dict) and data.get("status") in ("running", "completed", "failed")
+    return data if ok else None
+
+
+def _check_output_path(run_dir: Path) -> None:
+    """The nearest existing part of `run_dir` must be a folder (not a file, not a dangling link)."""
+    for p in (run_dir, *run_dir.parents):
+        try:
+            if p.is_dir():
+                return
+            if p.is_symlink() and not p.exists():
+                raise RunDirRefused(f"--output {run_dir}: {p} is a link to nothing")
+            if p.exists():
+                if p == run_dir:
+                    raise RunDirRefused(
+                        f"--output {run_dir} is a file, not a folder: give a folder for the run"
+                    )
+                raise RunDirRefused(f"--output {run_dir}: {p} is a file, so no folder can be made under it")
+        except PermissionError:
+            raise RunDirRefused(f"--output {run_dir}: permission denied on {p}") from None
+
+
+def make_run_dir(run_dir: Path) -> bool:
+    """Create `run_dir` (and its parents); True when it did not exist before."""
+    existed = run_dir.is_dir()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirRefused(f"cannot create the run directory {run_dir}: {e.strerror or e}") from None
+    return not existed
+
+
+def _process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, from /proc; "" where there is no /proc),
+    or None when there is no such live process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return None if fields[0] in ("Z", "X") else fields[19]
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return ""  # someone else's process
+    return ""
+
+
+def process_identity() -> dict[str, Any]:
+    """What status.json records of a running run, so that a second `loralab train` can tell that the
+    folder is still being written to."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": _process_start(os.getpid())}
+
+
+def _refuse_if_live(run_dir: Path, status: dict[str, Any] | None) -> None:
+    if not status or status.get("status") != "running":
         return
+    pid = status.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid() or status.get("host") != socket.gethostname():
+        return
+    started = _process_start(pid)
+    if started is None or (status.get("started") and started and started != status["started"]):
+        return  # ended (killed), or its number now belongs to another process
+    raise RunDirRefused(
+        f"{run_dir} is in use: loralab process {pid} on this machine is still running it (since "
+        f"{status.get('time')}); wait for it to end or stop it, then --resume"
+    )
+
+
+def _failed_how(status: dict[str, Any] | None) -> str:
+    if status is None:
+        return "no status.json"
+    text = f"status {status['status']}"
+    if status.get("error"):
+        error = str(status["error"]).splitlines()[0]
+        text += f": {error[:160]}{'...' if len(error) > 160 else ''}"
+    return text
+
+
+def check_run_dir(run_dir: Path, *, resume: bool) -> list[str]:
+    """Refuse a run directory that cannot be used as asked, before anything is written to it. Returns
+    one note per checkpoint a resume passes over.
+
+    New or empty folder: a fresh run. A folder with files loralab did not write (the user's own
+    config.yaml in `-o proj`): refused. An earlier run: a fresh run is refused (--resume or another
+    --output), a resume needs a complete checkpoint and a run that is not still running.
+    """
+    _check_output_path(run_dir)
+    if not run_dir.exists():
+        if resume:
+            raise RunDirRefused(f"--resume: run directory {run_dir} does not exist")
+        return []
+    try:
+        entries = sorted(e.name for e in run_dir.iterdir())
+    except OSError as e:
+        raise RunDirRefused(f"cannot read the run directory {run_dir}: {e.strerror or e}") from None
+    status = read_status(run_dir)
+    if status is None and not _written_by_loralab(run_dir / "config.yaml"):
+        if resume:
+            raise RunDirRefused(
+                f"--resume: {run_dir} is not a loralab run (no status.json or config.yaml of loralab's)"
+            )
+        foreign = [n for n in entries if not _written_by_loralab(run_dir / n)]
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise RunDirRefused(
+                f"--output {run_dir} holds files loralab did not write ({shown}); a run would overwrite "
+                "or mix with them: give a new or empty folder"
+            )
+        return []
+    _refuse_if_live(run_dir, status)
+    ckpt, skipped = resume_point(run_dir / "checkpoints")
+    state = status["status"] if status else "unfinished"
+    if ckpt is None and state != "completed":
+        why = "; ".join(skipped[:3]) or "none was saved"
+        head = (
+            f"--resume has nothing to resume from in {run_dir}"
+            if resume
+            else f"{run_dir} holds a run that stopped before its first complete checkpoint"
+        )
+        raise RunDirRefused(
+            f"{head} ({_failed_how(status)}; no complete checkpoint: {why}); start again with "
+            f"--output NEW, or delete {run_dir} and run the same command"
+        )
+    if not resume:
+        hint = (
+            f"use --resume to continue it from {ckpt.name}, or another --output"
+            if ckpt
+            else "give another --output"
+        )
+        raise RunDirRefused(f"{run_dir} already holds a {state} run; {hint}")
+    if ckpt is None:
+        raise RunDirRefused(f"--resume: {run_dir} holds a completed run with no checkpoint to resume from")
+    return [f"{s}: resuming from {ckpt.name}" for s in skipped]
+
+
+# ---- what a run is --------------------------------------------------------------------------------
+
+
+def resolved_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The experiment as config.yaml records it: resolved model path, the LoRA config PEFT gets,
+    transformers-5 training_args, absolute data paths, secrets redacted."""
     raw = dict(cfg.raw)
     raw.pop("lora_defaults", None)
     raw["model"] = {
@@ -81,15 +294,130 @@ def save_resolved_config(cfg: ExperimentConfig, run_dir: Path) -> None:
     raw["training_args"] = cfg.training_args
     # Data paths absolute: `loralab evaluate RUN_DIR` reads this file from the run directory.
     data = dict(raw.get("data") or {})
-    for key in ("train_file", "validation_file", "test_file"):
+    for key in DATA_KEYS:
         if data.get(key):
             data[key] = str(Path(cfg.resolve_path(data[key])).resolve())
     if data:
         raw["data"] = data
     if cfg.deepspeed is not None:
         raw["deepspeed"] = cfg.deepspeed
-    text = "# Resolved by loralab from " + str(cfg.source) + "\n" + yaml.safe_dump(raw, allow_unicode=True)
+    result: dict[str, Any] = redact_secrets(raw)
+    return result
+
+
+def save_resolved_config(cfg: ExperimentConfig, run_dir: Path) -> None:
+    if not is_main_process():
+        return
+    raw = resolved_config(cfg)
+    text = CONFIG_HEADER + str(cfg.source) + "\n" + yaml.safe_dump(raw, allow_unicode=True)
     (run_dir / "config.yaml").write_text(text, encoding="utf-8")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_fingerprints(cfg: ExperimentConfig) -> dict[str, Any]:
+    """{"data.train_file": {path, bytes, sha256}, ...} for each data file of the experiment; a file
+    that cannot be read gets its error instead (the data stage reports it properly)."""
+    out: dict[str, Any] = {}
+    for key in DATA_KEYS:
+        name = getattr(cfg.data, key)
+        if not name:
+            continue
+        path = Path(cfg.resolve_path(name)).resolve()
+        try:
+            out[f"data.{key}"] = {"path": str(path), "bytes": path.stat().st_size, "sha256": _sha256(path)}
+        except OSError as e:
+            out[f"data.{key}"] = {"path": str(path), "error": e.strerror or type(e).__name__}
+    return out
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict) or not d:
+        return {prefix.rstrip("."): d} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+
+
+def _show(v: Any) -> str:
+    if v is _ABSENT:
+        return "nothing"
+    text = json.dumps(v, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_ABSENT = object()
+
+
+def config_differences(cfg: ExperimentConfig, run_dir: Path) -> tuple[list[str], list[str]]:
+    """(what differs between `cfg` and the run's own config and data, one line per key; notes).
+
+    `tracking` is not compared: it says where metrics go, not what is trained (and the run's copy
+    of the URI is redacted). Data files are compared by content as well as by path.
+    """
+    try:
+        stored = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        return [f"{run_dir / 'config.yaml'} cannot be read ({type(e).__name__}): nothing to compare with"], []
+    # Through YAML both ways, so that both sides have the types YAML gives (tuples, numbers).
+    now = yaml.safe_load(yaml.safe_dump(resolved_config(cfg), allow_unicode=True))
+    old_flat = {k: v for k, v in _flatten(stored).items() if k.split(".")[0] != "tracking"}
+    new_flat = {k: v for k, v in _flatten(now).items() if k.split(".")[0] != "tracking"}
+    diffs = []
+    for k in sorted(old_flat.keys() | new_flat.keys()):
+        was, now_v = old_flat.get(k, _ABSENT), new_flat.get(k, _ABSENT)
+        if was != now_v:
+            diffs.append(f"{k}: the run has {_show(was)}, this config has {_show(now_v)}")
+    notes: list[str] = []
+    try:
+        recorded = json.loads((run_dir / "data_files.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        notes.append(
+            f"{run_dir} has no data_files.json (an older loralab wrote it): data content not compared"
+        )
+        return diffs, notes
+    for key, fp in data_fingerprints(cfg).items():
+        old = recorded.get(key) if isinstance(recorded, dict) else None
+        if not isinstance(old, dict) or "sha256" not in old:
+            continue
+        if "sha256" not in fp:
+            diffs.append(f"{key}: {fp['path']} cannot be read now ({fp['error']})")
+        elif fp["sha256"] != old["sha256"]:
+            diffs.append(
+                f"{key}: {fp['path']} changed since the run started ({old.get('bytes')} -> "
+                f"{fp['bytes']} bytes, sha256 {old['sha256'][:12]}... -> {fp['sha256'][:12]}...)"
+            )
+    return diffs, notes
+
+
+def refuse_changed_config(cfg: ExperimentConfig, run_dir: Path) -> list[str]:
+    """Resume only the run this config describes: a changed rank would load mismatched weights, a
+    changed learning rate or data file would continue a different experiment without a word."""
+    diffs, notes = config_differences(cfg, run_dir)
+    if diffs:
+        lines = "\n".join(f"  - {d}" for d in diffs)
+        raise RunDirRefused(
+            f"--resume: the config differs from the run's ({run_dir / 'config.yaml'}):\n{lines}\n"
+            f"resume with the run's own config (loralab train {run_dir / 'config.yaml'} --output {run_dir} "
+            "--resume), or start a new run with another --output"
+        )
+    return notes
+
+
+def set_status(run_dir: Path, status: str, **extra: Any) -> None:
+    # An error's text can quote a URI with its password (a tracking or hub request that failed).
+    entry = {"status": status, "time": datetime.now().isoformat(), **redact_secrets(extra)}
+    write_json(run_dir / "status.json", entry)
+
+
+# ---- the run --------------------------------------------------------------------------------------
 
 
 def train(
@@ -102,32 +430,53 @@ def train(
 ) -> RunResult | None:
     """Preflight, then setup / fit / validate. Returns None for `check_only`."""
     cfg = config if isinstance(config, ExperimentConfig) else load_experiment(config)
+    console = Console(stderr=True, quiet=quiet or not is_main_process())
     if cfg.model.task == "seq-cls" and cfg.model.num_labels is None:
         # Inferred before preflight and before config.yaml is written, so both see the number.
         cfg.model.num_labels, note = infer_num_labels(cfg)
-        if not quiet and is_main_process():
-            Console(stderr=True).print(f"[cyan]note:[/] {note}")
+        console.print(f"[cyan]note:[/] {escape(note)}")
     quiet_libraries()
+    run_dir: Path | None = None
+    start_notes: list[str] = []
+    created = False
+    if not check_only:
+        if resume and output is None:
+            raise RunDirRefused("--resume continues the run in --output: give --output RUN_DIR")
+        run_dir = new_run_dir(cfg, output)
+        if output is None:
+            start_notes += [n for n in run_folder_name(cfg)[1:] if n]
+        if is_main_process():
+            # Every refusal comes before preflight and before anything is written to the folder.
+            start_notes += check_run_dir(run_dir, resume=resume)
+            if resume:
+                start_notes += refuse_changed_config(cfg, run_dir)
+            created = make_run_dir(run_dir)
     # Preflight once per run: under DDP the other ranks trust rank 0's verdict (it runs first,
     # before any process group exists, and a failure stops the launcher).
     report = run_preflight(cfg) if is_main_process() else _skipped_preflight()
     if check_only or not report.ok:
         print_preflight(report)
         if not report.ok:
+            if created and run_dir is not None and not any(run_dir.iterdir()):
+                run_dir.rmdir()  # a run that never started leaves no folder behind
             raise PreflightFailed(report.lines())
         return None
-    run_dir = new_run_dir(cfg, output)
-    if resume and not run_dir.is_dir():
-        raise LoralabError(f"--resume: run directory {run_dir} does not exist")
-    if not resume and is_main_process() and (run_dir / "status.json").exists():
-        raise LoralabError(f"{run_dir} already holds a run; use --resume to continue it, or another --output")
+    assert run_dir is not None
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved_config(cfg, run_dir)
-    write_json(run_dir / "preflight.json", [f.__dict__ for f in report.findings])
-    session = Session(cfg, run_dir, quiet=quiet)
-    set_status(run_dir, "running")
+    if not resume:
+        # A resumed run keeps the config and data fingerprints it started with (they were compared).
+        save_resolved_config(cfg, run_dir)
+        if is_main_process():
+            write_json(run_dir / "data_files.json", data_fingerprints(cfg))
+    write_json(run_dir / "preflight.json", redact_secrets([f.__dict__ for f in report.findings]))
+    for n in start_notes:
+        console.print(f"[cyan]note:[/] {escape(n)}")
+    set_status(run_dir, "running", **process_identity())
     t0 = time.perf_counter()
+    session: Session | None = None
     try:
+        session = Session(cfg, run_dir, quiet=quiet)
+        session.notes.extend(start_notes)
         session.setup()
         session.fit(resume=resume)
         if not is_main_process():
@@ -135,7 +484,8 @@ def train(
         metrics = session.validate()
     except BaseException as e:
         set_status(run_dir, "failed", error=f"{type(e).__name__}: {e}")
-        session.abort(e)
+        if session is not None:
+            session.abort(e)
         raise
     record = session.write_record(time.perf_counter() - t0)
     set_status(run_dir, "completed")
@@ -162,7 +512,11 @@ def launch_distributed(
     environment itself. The run directory is fixed here so that every rank uses the same one.
     """
     cfg = load_experiment(config)
+    if resume and output is None:
+        raise RunDirRefused("--resume continues the run in --output: give --output RUN_DIR")
     run_dir = new_run_dir(cfg, output)
+    # The folder checks, here too: a refusal is one line from this process, not one per worker.
+    check_run_dir(run_dir, resume=resume)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes)]
     cmd += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
     cmd += ["-m", "loralab", "train", str(config), "--output", str(run_dir)]

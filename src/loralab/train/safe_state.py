@@ -75,3 +75,64 @@ def load_state(path: Path, device: str | torch.device = "cpu") -> Any:
 
 def exists(path: Path) -> bool:
     return path.with_suffix(".safetensors").is_file() and path.with_suffix(".json").is_file()
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a whole safetensors file ("missing", "truncated: ..."), or None.
+
+    Reads the header only (8-byte length, JSON), so checking every checkpoint before a resume costs
+    milliseconds: a file cut short by a full disk or a kill mid-copy is shorter than its header says.
+    """
+    if not path.is_file():
+        return f"{path.name} missing"
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 0 or 8 + n > size:
+                return f"{path.name} truncated: {size} bytes, no complete header"
+            header = json.loads(f.read(n))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        return f"{path.name} unreadable: {type(e).__name__}"
+    expected = 8 + n + max(ends, default=0)
+    if size != expected:
+        return f"{path.name} truncated: {size} bytes, its header says {expected}"
+    return None
+
+
+def tensor_names(path: Path) -> set[str]:
+    """The tensor names in a safetensors file's header (the file is assumed whole)."""
+    with path.open("rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        return {k for k in json.loads(f.read(n)) if k != "__metadata__"}
+
+
+def problem(path: Path) -> str | None:
+    """Why the state saved at `path` cannot be loaded whole, or None: both files present, the tensors
+    file not cut short, the skeleton readable and naming only tensors the tensors file holds."""
+    st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    if not js.is_file():
+        return f"{js.name} missing"
+    found = safetensors_problem(st)
+    if found:
+        return found
+    try:
+        skeleton = json.loads(js.read_text())
+    except (OSError, ValueError) as e:
+        return f"{js.name} unreadable: {type(e).__name__}"
+    if not _refs(skeleton) <= tensor_names(st):
+        return f"{js.name} names tensors that {st.name} lacks"
+    return None
+
+
+def _refs(obj: Any) -> set[str]:
+    if isinstance(obj, list):
+        return set().union(*(_refs(v) for v in obj)) if obj else set()
+    if not isinstance(obj, dict):
+        return set()
+    name = obj.get("__tensor__", obj.get("__ndarray__"))
+    if isinstance(name, str):
+        return {name}
+    return set().union(*(_refs(v) for v in obj.values())) if obj else set()

@@ -23,6 +23,7 @@ from loralab.data import (
     LabelMap,
     RowSet,
     build_label_map,
+    check_label_aliases,
     class_weights_for,
     encode_rows,
     extract,
@@ -138,12 +139,17 @@ class ClassificationTask(TaskStrategy):
         path = getattr(d, key)
         if not path:
             return None
-        return read_rows(
+        rowset = read_rows(
             self.cfg.resolve_path(path),
             text_field=d.text_field,
             text_template=d.text_template,
             label_field=d.label_field,
         )
+        check_label_aliases(rowset)  # "1" and "1.0" would train as two classes
+        skipped = rowset.skipped_summary()
+        if skipped:
+            self.notes.append(skipped)
+        return rowset
 
     def _training_rows(self, seed: int) -> tuple[RowSet, list[Any], RowSet | None, list[Any] | None]:
         """(train file, training rows, validation file, validation rows) as the run will use them."""

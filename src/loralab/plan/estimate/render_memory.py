@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from loralab.plan.memory import DEVICE_TERMS, HOST_TERMS, MemoryEstimate
+from loralab.plan.estimate.memory import DEVICE_TERMS, HOST_TERMS, MemoryEstimate
 
 GIB = 2**30
 

@@ -7,7 +7,7 @@ config trains in bf16/fp16), backward, one optimizer step of the configured opti
 - weights / trainable: bytes of the frozen and trainable parameters (each storage once);
 - gradients: bytes of `.grad` after backward;
 - optimizer: bytes of every tensor in `optimizer.state` after the step;
-- activations: storages saved for backward (`loralab.plan.saved`);
+- activations: storages saved for backward (`loralab.plan.measure.saved`);
 - peak: `torch.cuda.max_memory_allocated` when the step runs on a GPU.
 """
 
@@ -22,10 +22,10 @@ from loralab.arch.introspect import introspect
 from loralab.arch.resolve import resolve_model
 from loralab.arch.twin import twin_config, twin_lora
 from loralab.errors import ConfigError, Problem
-from loralab.plan.memory import estimate_memory
+from loralab.plan.estimate.memory import estimate_memory
+from loralab.plan.estimate.state_memory import Sharding
+from loralab.plan.measure.saved import SavedTensors, forward_saving
 from loralab.plan.planner import build_plan
-from loralab.plan.saved import SavedTensors, forward_saving
-from loralab.plan.state_memory import Sharding
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Training time: FLOPs per token of the LoRA step, tokens per epoch, hours at a sustained rate.
 
 The FLOPs come from the same replay of the family's forward pass as the activations
-(`loralab.plan.activation_models`): every matmul at 2 FLOPs per multiply-add, forward through the
+(`loralab.plan.estimate.activation_models`): every matmul at 2 FLOPs per multiply-add, forward through the
 whole model; backward only where a gradient flows (a frozen weight computes only dX, and not at all
 below the lowest adapted layer; LoRA's A and B also compute their weight gradients); the fused
 attention backward recomputes QK^T (FlashAttention-2); under gradient checkpointing each layer's
@@ -84,8 +84,27 @@ class TimeEstimate:
         }
 
 
+def check_rate_inputs(tflops: float | None, mfu: float | None, tokens_per_epoch: int | None) -> None:
+    """Every rate or token count out of range, at once and named by its flag: 500% MFU, a negative
+    TFLOP/s or token count would otherwise print impossible or negative hours."""
+    problems = []
+    if tflops is not None and not tflops > 0:
+        problems.append(Problem("--tflops", "", f"{tflops:g} is out of range", "give more than 0"))
+    if mfu is not None and not 0 < mfu <= 1:
+        problems.append(
+            Problem(
+                "--mfu", "", f"{mfu:g} is out of range", "give a fraction, more than 0 and at most 1 (0.35)"
+            )
+        )
+    if tokens_per_epoch is not None and tokens_per_epoch < 0:
+        problems.append(Problem("--tokens", "", f"{tokens_per_epoch} is out of range", "give 1 or more"))
+    if problems:
+        raise ConfigError(problems)
+
+
 def sustained_rate(tflops: float | None, gpu: str | None, mfu: float | None) -> tuple[float, str]:
     """TFLOP/s per GPU to divide by, and where it came from."""
+    check_rate_inputs(tflops, mfu, None)
     if tflops:
         return float(tflops), f"--tflops {tflops:g}"
     share = mfu if mfu else DEFAULT_MFU
@@ -109,8 +128,11 @@ def estimate_time(
 ) -> TimeEstimate:
     """Time from the step's FLOPs in `act` (the ActivationEstimate of one micro-batch of `setup`)."""
     fwd, bwd, rec = act.flops_forward, act.flops_backward, act.flops_recompute
+    check_rate_inputs(tflops, mfu, tokens_per_epoch)
     rate, source = sustained_rate(tflops, gpu, mfu)
     notes = []
+    if tflops and mfu:
+        notes.append(f"--tflops {tflops:g} is the sustained rate itself: --mfu is not applied to it")
     if setup.gradient_checkpointing:
         notes.append("gradient checkpointing: each layer's forward runs again in backward")
     return TimeEstimate(

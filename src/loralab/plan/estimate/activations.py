@@ -211,7 +211,7 @@ class Tape:
         DoraLinearLayer.forward (peft 0.21, tuners/lora/dora.py) returns
         `(m / ||W + s*BA||_c - 1) * base + (m / ||W + s*BA||_c) * lora_B(lora_A(x)) * s`, with the
         norm detached as the paper's §4.3 proposes, so the norm's own graph is dropped once the
-        forward returns (measured as `transient`, see loralab.plan.saved) and what stays is:
+        forward returns (measured as `transient`, see loralab.plan.measure.saved) and what stays is:
         - the norm, (out,) in the adapter dtype: `magnitude / norm` keeps its divisor;
         - `base`, (tokens, out): `(scale - 1) * base` keeps it because the scale trains;
         - `scale - 1`, (out,), when `base` needs a gradient too;

@@ -32,7 +32,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from loralab.plan.activations import DTYPE_BYTES
+from loralab.plan.estimate.activations import DTYPE_BYTES
 
 ADAM_STEP_BYTES = 4  # torch's `step` state: a float32 scalar tensor per parameter
 BNB_8BIT_BLOCK = 256

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loralab.arch.records import ArchRecord
-from loralab.plan.activations import Act, ActivationEstimate, ActivationSetup, Site, Tape
+from loralab.plan.estimate.activations import Act, ActivationEstimate, ActivationSetup, Site, Tape
 
 LLAMA_LIKE = frozenset({"llama", "mistral", "qwen2", "qwen3", "exaone", "olmo2", "granite", "phi3"})
 BERT_LIKE = frozenset({"bert", "roberta", "xlm-roberta", "electra", "camembert"})

@@ -1,9 +1,9 @@
 """Memory per device for one LoRA training step: every term separately, and a verdict.
 
 Terms (bytes):
-- weights / trainable / gradients / optimizer: the model states (`loralab.plan.state_memory`), with
+- weights / trainable / gradients / optimizer: the model states (`loralab.plan.estimate.state_memory`), with
   the load dtype, bitsandbytes layouts, PEFT's fp32 adapters, and ZeRO sharding or CPU offload;
-- activations: what the step keeps for backward (`loralab.plan.activation_models`, a replay of the
+- activations: what the step keeps for backward (`loralab.plan.estimate.activation_models`, a replay of the
   family's forward checked against saved_tensors_hooks);
 - transient: the largest short-lived allocation on top of those: the loss over the vocabulary
   (logits, their float32 copy, and the gradients of log-softmax and logits in backward), or a
@@ -18,9 +18,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from loralab.plan.activation_models import UnsupportedFamily, estimate_activations
-from loralab.plan.activations import DTYPE_BYTES, ActivationEstimate, ActivationSetup
-from loralab.plan.state_memory import state_memory
+from loralab.arch.hf import max_positions
+from loralab.plan.estimate.activation_models import UnsupportedFamily, estimate_activations
+from loralab.plan.estimate.activations import DTYPE_BYTES, ActivationEstimate, ActivationSetup
+from loralab.plan.estimate.state_memory import state_memory
 
 GIB = 2**30
 CONTEXT_ALLOWANCE = GIB
@@ -42,8 +43,8 @@ class TrainSetup:
     autocast: str | None = None  # training_args bf16/fp16 outside DeepSpeed
     optim: str = "adamw_torch_fused"
     optim_args: str | None = None
-    quantization: Any = None  # loralab.plan.state_memory.Quantization
-    sharding: Any = None  # loralab.plan.state_memory.Sharding (None: one device, no DeepSpeed)
+    quantization: Any = None  # loralab.plan.estimate.state_memory.Quantization
+    sharding: Any = None  # loralab.plan.estimate.state_memory.Sharding (None: one device, no DeepSpeed)
     device: str = "cuda"
     padded: bool = True
     decoder_len: int | None = None
@@ -197,7 +198,12 @@ def largest_fitting(plan: Any, cfg: dict[str, Any], setup: TrainSetup, budget: i
     """The largest micro-batch (or sequence length, in steps of 64) whose total fits `budget`; 0 if
     none does. Totals grow monotonically in both, so doubling then bisection finds it."""
     step = 1 if what == "micro_batch" else 64
-    limit = 4096 if what == "micro_batch" else int(cfg.get("max_position_embeddings") or 131072)
+    # A length past a hard position table (GPT-2's n_positions, RoBERTa's offset) cannot run at all.
+    limit = (
+        4096
+        if what == "micro_batch"
+        else max_positions(cfg) or int(cfg.get("max_position_embeddings") or 131072)
+    )
 
     def fits(n: int) -> bool:
         s = replace(setup, micro_batch=n) if what == "micro_batch" else replace(setup, seq_len=n * step)
