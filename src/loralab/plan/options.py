@@ -21,17 +21,32 @@ def distinct_names(arch: ArchRecord) -> dict[str, tuple[str, ModuleRecord]]:
     Returns {name: (kind, an example module)} in model order.
     """
     mods = _block_linears(arch)
-    kinds_by_last: dict[str, set[str]] = {}
-    for m in mods:
-        kinds_by_last.setdefault(m.name.rsplit(".", 1)[-1], set()).add(m.kind)
+    linears = [m for m in arch.modules if m.linear]
     out: dict[str, tuple[str, ModuleRecord]] = {}
     for m in mods:
-        parts = m.name.split(".")
-        name = parts[-1]
-        if len(kinds_by_last[name]) > 1:
-            name = ".".join(parts[-2:])
+        name = _exclusive_suffix(m, linears)
         out.setdefault(name, (m.kind, m))
     return out
+
+
+def _matches(suffix: str, module: str) -> bool:
+    # PEFT's rule for a plain string in target_modules: the whole name, or a suffix after a dot.
+    return module == suffix or module.endswith("." + suffix)
+
+
+def _exclusive_suffix(m: ModuleRecord, linears: list[ModuleRecord]) -> str:
+    """The shortest trailing name of `m` that matches only modules of m's kind; without one (BERT's MLP
+    `output.dense` also matches `attention.output.dense`), the longest trailing name before the layer
+    index, which over-matches only into other kinds' modules that the option includes anyway."""
+    parts = m.name.split(".")
+    suffix = parts[-1]
+    for i in range(len(parts) - 1, 0, -1):
+        suffix = ".".join(parts[i:])
+        if all(o.kind == m.kind for o in linears if _matches(suffix, o.name)):
+            return suffix
+        if parts[i - 1].isdigit():  # the layer index: longer names would pin one layer
+            break
+    return suffix
 
 
 def option_sets(arch: ArchRecord) -> list[tuple[str, list[str]]]:
