@@ -3,7 +3,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-scripts/bootstrap.sh dev,train,evaluate
+scripts/bootstrap.sh dev,train,evaluate,ui,ray
 # Debian's chromium for the report's headless-browser test (skipped with a reason when unavailable).
 bash scripts/install_browser.sh || true
 .venv/bin/ruff check src tests benchmarks

@@ -15,6 +15,7 @@ from loralab import __version__
 from loralab.cli_errors import format_error, reading
 from loralab.commands.plan import PlanExtras, run_modules, run_plan
 from loralab.commands.recommend import run_recommend
+from loralab.commands.ui import serve_ui
 from loralab.errors import Problem, UsageError
 from loralab.evaluate.predictions_file import score_predictions
 from loralab.evaluate.render import print_metrics
@@ -368,7 +369,9 @@ def evaluate(
 
 @app.command()
 def report(
-    run_dirs: Annotated[list[Path], typer.Argument(help="One run directory, or several to compare.")],
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="One run directory, several to compare, or one study directory.")
+    ],
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Folder for report.md, report.html, images.")
     ] = None,
@@ -379,8 +382,154 @@ def report(
         from loralab.report import build_report  # matplotlib (about a second): only reports need it
 
         target = out_dir or (run_dirs[0] / "report")
-        paths = build_report(list(run_dirs), target)
+        if len(run_dirs) == 1 and (run_dirs[0] / "study.json").is_file():
+            # matplotlib too, through loralab.report: deferred like build_report above
+            from loralab.experiments.study_report import build_study_report
+
+            paths = build_study_report(run_dirs[0], target)
+        else:
+            paths = build_report(list(run_dirs), target)
         out.print(f"report: {paths.markdown}\n        {paths.html}")
+
+    _run(go)
+
+
+@app.command()
+def compare(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Run directories, or one study directory (its done runs).")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Every number as one JSON object.")] = False,
+    metric: Annotated[
+        str, typer.Option("--metric", help="Metric of the paired-bootstrap differences.")
+    ] = "weighted_f1",
+    reference: Annotated[
+        str | None, typer.Option("--reference", help="Run the others are compared with (default: the first).")
+    ] = None,
+) -> None:
+    """Runs side by side: differing config keys, cost, metrics with CIs, significance vs a reference."""
+
+    def go() -> None:
+        from loralab.commands.compare import run_compare  # matplotlib, through loralab.report
+
+        run_compare(list(paths), as_json=as_json, metric=metric, reference=reference, out=out)
+
+    _run(go)
+
+
+@app.command()
+def ablate(
+    base: Annotated[Path, typer.Argument(help="Base experiment YAML (its rank, alpha and layers are kept).")],
+    out_dir: Annotated[Path | None, typer.Option("--out", "-o", help="Study directory.")] = None,
+    phases: Annotated[
+        str | None,
+        typer.Option(
+            "--phases", help="attention,attention+mlp-in,all-linear (default: all three, in order)."
+        ),
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option("--seeds", help="Seeds, e.g. 42,43 (default: the base's).")
+    ] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the study in --out.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Re-run runs whose config changed.")] = False,
+    executor: Annotated[str, typer.Option("--executor", help="local | ray")] = "local",
+    max_parallel: Annotated[int, typer.Option("--max-parallel", help="Runs at a time (local).")] = 1,
+    all_phases: Annotated[
+        bool, typer.Option("--all-phases", help="Run every phase even when a rule says stop.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the phases, parameters and memory; train nothing.")
+    ] = False,
+    early_stopping_patience: Annotated[
+        int | None,
+        typer.Option("--early-stopping-patience", help="Stop a run after N evaluations gaining < min_gain."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live table (CI logs).")] = False,
+) -> None:
+    """Seed 000's staged target-module ablation as a study, decided phase by phase by its rules."""
+
+    def go() -> None:
+        # the study runner and the rules import loralab.report (matplotlib): only `ablate` pays for them
+        from loralab.commands.ablate import run_ablate_command
+
+        record = run_ablate_command(
+            base,
+            out_dir,
+            phases=phases,
+            seeds=seeds,
+            resume=resume,
+            force=force,
+            executor=executor,
+            max_parallel=max_parallel,
+            all_phases=all_phases,
+            dry_run=dry_run,
+            early_stopping_patience=early_stopping_patience,
+            quiet=quiet,
+            console=out,
+        )
+        if record is not None and any(r.status == "failed" for r in record.runs):
+            raise typer.Exit(1)
+
+    _run(go)
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option("--port", "-p", help="Port to serve on.")] = 5000,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind (default: this machine only).")] = (
+        "127.0.0.1"
+    ),
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store",
+            help="Tracking store: a URI or an SQLite file (default: mlflow.db here, as train writes).",
+        ),
+    ] = None,
+) -> None:
+    """MLflow's own UI on the runs loralab tracked (needs the `ui` extra of loralab, see README)."""
+    _check_ranges(("--port", port, (1, 65535, True)))
+
+    def go() -> None:
+        code = serve_ui(store, host, port, out)
+        if code:
+            raise typer.Exit(code)
+
+    _run(go)
+
+
+@app.command()
+def study(
+    study_file: Annotated[Path, typer.Argument(help="Study YAML file (a base experiment and its runs).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Study directory (study.json, runs/).")],
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the study in --out; finished runs are kept.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --resume: accept a changed study, re-running changed runs.")
+    ] = False,
+    executor: Annotated[str, typer.Option("--executor", help="local | ray")] = "local",
+    max_parallel: Annotated[int, typer.Option("--max-parallel", help="Runs at the same time.")] = 1,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live table; the summary only.")] = False,
+) -> None:
+    """Many training runs as one experiment: each run its own process, resumable, failures diagnosed."""
+
+    def go() -> None:
+        _check_ranges(("--max-parallel", max_parallel, COUNT))
+        # the study runner loads torch (through tracking) and sklearn: only `loralab study` pays for them.
+        from loralab.commands.study import run_study_command
+
+        code = run_study_command(
+            study_file,
+            out_dir,
+            resume=resume,
+            force=force,
+            executor=executor,
+            max_parallel=max_parallel,
+            quiet=quiet,
+        )
+        if code:
+            raise typer.Exit(code)
 
     _run(go)
 

@@ -155,3 +155,36 @@ def bucket_bars(runs: list[Run], path: Path) -> Path | None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
+
+
+def pareto_scatter(
+    points: list[tuple[str, float, float]],
+    front: set[str],
+    path: Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> Path | None:
+    """(label, cost, score) points with the Pareto front (no other point is both cheaper and better)
+    drawn as a red step line; None when there is nothing to plot."""
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, x, y in points:
+        on = label in front
+        ax.scatter([x], [y], s=40 if on else 24, color="tab:red" if on else "tab:gray", zorder=3)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    edge = sorted((x, y) for label, x, y in points if label in front)
+    if edge:
+        ax.step([x for x, _ in edge], [y for _, y in edge], "o-", where="post", color="tab:red", lw=1,
+                markersize=6, label="Pareto front", zorder=2)  # fmt: skip
+        ax.legend(fontsize=8, loc="lower right")
+    xs = [x for _, x, _ in points]
+    if min(xs) > 0 and max(xs) / min(xs) > 100:
+        ax.set_xscale("log")  # parameters span orders of magnitude across ranks and target sets
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

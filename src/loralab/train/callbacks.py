@@ -189,11 +189,26 @@ class MLflowCallback(TrainerCallback):
     """Params, metrics and artifacts to MLflow. Any tracking failure is reported once and ignored:
     a tracking server that is down must never cost a training run."""
 
-    def __init__(self, tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any]):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        run_name: str,
+        params: dict[str, Any],
+        *,
+        tags: dict[str, str] | None = None,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+    ):
+        """`run_id`: reattach to that run (a resumed run of a study) instead of starting a new one;
+        `parent_run_id`: nest a new run under it (MLflow's own `mlflow.parentRunId` tag)."""
         self.uri, self.experiment, self.run_name, self.params = tracking_uri, experiment, run_name, params
+        self.tags = dict(tags or {})
+        self.resume_id, self.parent_run_id = run_id, parent_run_id
         self.active = False
         self.failed: str | None = None
         self.run_id: str | None = None
+        self.note: str | None = None  # what start() did that the run's notes should say
 
     def _guard(self, fn: Any) -> None:
         if self.failed:
@@ -214,13 +229,43 @@ class MLflowCallback(TrainerCallback):
             logging.getLogger("mlflow").setLevel(logging.WARNING)
             logging.getLogger("alembic").setLevel(logging.WARNING)
             mlflow.set_tracking_uri(self.uri)
-            mlflow.set_experiment(self.experiment)
-            run = mlflow.start_run(run_name=self.run_name)
+            existing = self._existing_run(mlflow)
+            if existing is not None:
+                # The run's own experiment: start_run refuses a run_id from another active experiment.
+                mlflow.set_experiment(experiment_id=existing.info.experiment_id)
+                run = mlflow.start_run(run_id=existing.info.run_id, tags=self.tags or None)
+                logged = set(existing.data.params)
+            else:
+                mlflow.set_experiment(self.experiment)
+                tags = dict(self.tags)
+                if self.parent_run_id:
+                    # The tag itself rather than start_run(parent_run_id=...), which refuses a
+                    # parent that is not this process's active run.
+                    tags["mlflow.parentRunId"] = self.parent_run_id
+                run = mlflow.start_run(run_name=self.run_name, tags=tags or None)
+                logged = set()
             self.run_id = run.info.run_id
-            mlflow.log_params({k: _short(v) for k, v in self.params.items()})
+            # Params cannot change once logged; a reattached run keeps those it has.
+            mlflow.log_params({k: _short(v) for k, v in self.params.items() if k not in logged})
             self.active = True
 
         self._guard(go)
+
+    def _existing_run(self, mlflow: Any) -> Any:
+        """The run to reattach to, or None (with a note) when it is gone: a new run is started then."""
+        if not self.resume_id:
+            return None
+        try:
+            run = mlflow.MlflowClient(self.uri).get_run(self.resume_id)
+        except mlflow.exceptions.MlflowException as e:
+            self.note = (
+                f"MLflow run {self.resume_id} was not found ({type(e).__name__}); a new run was started"
+            )
+            return None
+        if run.info.lifecycle_stage == "deleted":
+            self.note = f"MLflow run {self.resume_id} is deleted; a new run was started"
+            return None
+        return run
 
     def on_log(
         self,

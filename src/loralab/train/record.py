@@ -28,6 +28,7 @@ class RunState(Protocol):
     policy: PrecisionPolicy | None
     notes: list[str]
     trainer: Any
+    mlflow: Any  # the run's MLflowCallback, or None when tracking is off
 
 
 PACKAGES = (
@@ -96,6 +97,8 @@ def build_record(session: RunState, seconds: float) -> dict[str, Any]:
             },
             "per_class_f1": buckets,
             "precision": session.policy.reason if session.policy is not None else None,
+            # A study stores it (RunRecord.mlflow_run_id) so a resumed run reattaches to this run.
+            "mlflow_run_id": getattr(session.mlflow, "run_id", None),
             "notes": session.notes,
         }
     )

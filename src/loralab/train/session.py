@@ -99,11 +99,16 @@ class Session:
         trainer.remove_callback(PrinterCallback)  # rich progress and train_log.jsonl replace both
         trainer.add_callback(StepLogCallback(self.run_dir / "train_log.jsonl", trainer))
         trainer.add_callback(RichProgressCallback(trainer, quiet=self.quiet))
-        patience = self.cfg.raw.get("early_stopping_patience") or (self.cfg.experiment or {}).get(
-            "early_stopping_patience"
-        )
+        exp = self.cfg.experiment or {}
+        patience = self.cfg.raw.get("early_stopping_patience") or exp.get("early_stopping_patience")
+        # Seed 000 stops when 5 evaluations gain less than 0.5 point: that is the threshold.
+        threshold = self.cfg.raw.get("early_stopping_threshold") or exp.get("early_stopping_threshold")
         if patience and args.load_best_model_at_end:
-            trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=int(patience)))
+            trainer.add_callback(
+                EarlyStoppingCallback(
+                    early_stopping_patience=int(patience), early_stopping_threshold=float(threshold or 0.0)
+                )
+            )
         self._start_tracking()
 
     def _eval_scalars(self, model: Any) -> dict[str, float]:

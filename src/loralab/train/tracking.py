@@ -9,13 +9,22 @@ variables, so the password is in no URL that MLflow or requests might log or tha
 exports as MLFLOW_TRACKING_URI; everything loralab writes shows the URI as `http://***@host/`.
 Database URIs (postgresql://user:pw@db/...) have no such variables and keep their user-info for the
 connection; they are redacted wherever loralab writes or prints them all the same.
+
+A run of a study (`loralab.experiments.tracking.child_env`) gets its MLflow place from the
+environment of its `loralab train` process: the study's store and experiment, its parent run (the
+run is nested under it), its own run id when it was created or tracked before (reattached, never
+duplicated), its name, tags and the study's overrides as params. Plain `loralab train` sees none of
+these variables and tracks exactly as configured.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -99,6 +108,58 @@ def connect_uri(uri: str, notes: list[str]) -> str:
     return clean
 
 
+# The variables a study sets for each run's process. MLflow's own MLFLOW_RUN_ID is not used: mlflow
+# reads it in any start_run of the process, and a stale one would hijack an unrelated run.
+ENV_PARENT_RUN_ID = "LORALAB_MLFLOW_PARENT_RUN_ID"
+ENV_RUN_ID = "LORALAB_MLFLOW_RUN_ID"
+ENV_RUN_NAME = "LORALAB_MLFLOW_RUN_NAME"
+ENV_TAGS = "LORALAB_MLFLOW_TAGS"  # JSON object
+ENV_PARAMS = "LORALAB_MLFLOW_PARAMS"  # JSON object: the run's overrides, dotted keys
+ENV_OFF = "LORALAB_MLFLOW_OFF"  # why the study's tracking is off (its server is down)
+ENV_URI = "MLFLOW_TRACKING_URI"
+ENV_EXPERIMENT = "MLFLOW_EXPERIMENT_NAME"
+
+
+@dataclass
+class StudyChild:
+    """Where a study's run is tracked, from its process environment."""
+
+    parent_run_id: str
+    run_id: str | None = None
+    run_name: str | None = None
+    uri: str | None = None
+    experiment: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    off: str | None = None
+
+    @staticmethod
+    def from_env(env: Mapping[str, str]) -> StudyChild | None:
+        """None outside a study: MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_NAME count only with a
+        parent run (mlflow itself exports MLFLOW_TRACKING_URI, so in a plain run it may be stale)."""
+        parent = env.get(ENV_PARENT_RUN_ID)
+        if not parent and not env.get(ENV_OFF):
+            return None
+        return StudyChild(
+            parent_run_id=parent or "",
+            run_id=env.get(ENV_RUN_ID) or None,
+            run_name=env.get(ENV_RUN_NAME) or None,
+            uri=env.get(ENV_URI) or None,
+            experiment=env.get(ENV_EXPERIMENT) or None,
+            tags={str(k): str(v) for k, v in _json_object(env.get(ENV_TAGS)).items()},
+            params=_json_object(env.get(ENV_PARAMS)),
+            off=env.get(ENV_OFF) or None,
+        )
+
+
+def _json_object(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def mlflow_callback(
     cfg: ExperimentConfig, plan: Plan | None, run_dir: Path, notes: list[str]
 ) -> MLflowCallback | None:
@@ -106,18 +167,41 @@ def mlflow_callback(
     t = cfg.tracking or {}
     if t.get("backend") == "none":
         return None
+    study = StudyChild.from_env(os.environ)
+    if study is not None and study.off:
+        notes.append(f"MLflow tracking is off for this run: {study.off}")
+        return None
     if importlib.util.find_spec("mlflow") is None:
         notes.append("MLflow is not installed: the run is not tracked (pip install mlflow-skinny)")
         return None
-    uri = connect_uri(t.get("uri") or default_tracking_uri(), notes)
+    # The config's own URI first: it may hold credentials that the study passes nowhere.
+    uri = connect_uri(t.get("uri") or (study.uri if study else None) or default_tracking_uri(), notes)
     down = unreachable(uri)
     if down:
         notes.append(f"MLflow tracking is off for this run: {redact_uri(uri)}: {down}")
         return None
     experiment = str(t.get("experiment_name") or (cfg.experiment or {}).get("name") or "loralab")
     run_name = str(t.get("run_name") or run_dir.name)
-    cb = MLflowCallback(uri, experiment, run_name, redact_secrets(tracking_params(cfg, plan)))
+    params = tracking_params(cfg, plan)
+    tags = {str(k): str(v) for k, v in (t.get("tags") or {}).items()}
+    if study is not None:
+        # The study's experiment and names win: every run of a study sits under its parent run.
+        experiment = study.experiment or experiment
+        run_name = study.run_name or run_name
+        params.update(study.params)
+        tags.update(study.tags)
+    cb = MLflowCallback(
+        uri,
+        experiment,
+        run_name,
+        redact_secrets(params),
+        tags=redact_secrets(tags),
+        run_id=study.run_id if study else None,
+        parent_run_id=(study.parent_run_id or None) if study else None,
+    )
     cb.start()
+    if cb.note:
+        notes.append(cb.note)
     if cb.failed:
         notes.append(f"MLflow tracking failed and was turned off: {cb.failed}")
     return cb
