@@ -86,7 +86,8 @@ def study_dir(tmp_path: Path) -> Path:
                           reason="stop: target met after mlp-in"))  # fmt: skip
     decisions = [
         Decision("attention", "target",
-                 {"weighted_f1": 0.80, "tail_f1": 0.60, "target": {"weighted_f1": 0.85}}, "advance"),
+                 {"weighted_f1": 0.80, "tail_f1": 0.60, "target": {"weighted_f1": 0.85},
+                  "rules": {"adopt_gain": 0.02}}, "advance"),
         Decision("mlp-in", "adopt_gain",
                  {"gain": 0.05, "ci": {"low": 0.01, "high": 0.09}, "extra_params": 100}, "adopt"),
         Decision("mlp-in", "target", {"weighted_f1": 0.85, "tail_f1": 0.72}, "stop: target met"),
@@ -105,8 +106,10 @@ def test_markdown_holds_decisions_failures_skips_and_baselines(study_dir: Path) 
     study = load_study(study_dir)
     for d in study.decisions:
         assert decision_sentence(d) in md
-        assert f": {d.verdict}." in md and f"After {d.after}, rule {d.rule}" in md
-    assert "gain = 0.05; ci.low = 0.01; ci.high = 0.09; extra_params = 100:" in md
+        assert f"After {d.after}: {d.verdict}. Rule: {d.rule}" in md
+    assert "gain = 0.05; ci.low = 0.01; ci.high = 0.09; extra_params = 100." in md
+    # thresholds once under the trail, not repeated in each decision
+    assert "Thresholds: adopt_gain = 0.02." in md and "rules.adopt_gain" not in md
     failed = [r for r in study.runs if r.status == "failed"]
     assert len(failed) == 2
     for r in failed:

@@ -141,9 +141,16 @@ def _value_text(v: Any) -> str:
 
 
 def decision_sentence(d: Decision) -> str:
-    """One decision in words: after which phase, the rule, the numbers it read and the verdict."""
-    inputs = "; ".join(f"{k} = {_value_text(v)}" for k, v in flatten(d.inputs).items())
-    return f"After {d.after}, rule {d.rule}" + (f" with {inputs}" if inputs else "") + f": {d.verdict}."
+    """One decision in words: the verdict first, then the rule and the numbers it read. The thresholds
+    (`rules.*`, the same in every decision) are listed once under the trail, and per-seed detail
+    stays in study.json."""
+    shown = {
+        k: v
+        for k, v in flatten(d.inputs).items()
+        if not k.startswith("rules.") and not k.endswith("per_seed")
+    }
+    inputs = "; ".join(f"{k} = {_value_text(v)}" for k, v in shown.items())
+    return f"After {d.after}: {d.verdict}. Rule: {d.rule}" + (f"; read {inputs}" if inputs else "") + "."
 
 
 def _decision_blocks(study: StudyRecord) -> list[Block]:
@@ -152,6 +159,12 @@ def _decision_blocks(study: StudyRecord) -> list[Block]:
         blocks.append(Paragraph("No decision rule was evaluated in this study."))
     else:
         blocks.append(Bullets([decision_sentence(d) for d in study.decisions]))
+    thresholds = {
+        k: v for d in study.decisions for k, v in flatten(d.inputs).items() if k.startswith("rules.")
+    }
+    if thresholds:
+        listed = "; ".join(f"{k.removeprefix('rules.')} = {_value_text(v)}" for k, v in thresholds.items())
+        blocks.append(Paragraph(f"Thresholds: {listed}."))
     chosen = study.selected or "none"
     blocks.append(Paragraph(f"Selected run: {chosen}."))
     return blocks
