@@ -7,6 +7,7 @@ The runner's bookkeeping is tested with a scripted executor (each job "runs" at 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -332,8 +333,24 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return model, experiment_yaml(folder, model, train, test, epochs=1)
 
 
+def _ray_installed() -> bool:
+    return importlib.util.find_spec("ray") is not None
+
+
 @pytest.mark.slow
-def test_a_study_isolates_and_diagnoses_failing_runs(tmp_path: Path, tiny: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize(
+    "executor",
+    [
+        "local",
+        pytest.param(
+            "ray",
+            marks=pytest.mark.skipif(not _ray_installed(), reason="ray is an optional extra (loralab[ray])"),
+        ),
+    ],
+)
+def test_a_study_isolates_and_diagnoses_failing_runs(
+    tmp_path: Path, tiny: tuple[Path, Path], executor: str
+) -> None:
     _, base = tiny
     runs = [
         {"name": "good"},
@@ -342,7 +359,8 @@ def test_a_study_isolates_and_diagnoses_failing_runs(tmp_path: Path, tiny: tuple
     ]
     study = _write_study(tmp_path / "s.yaml", base, runs, seeds=[7])
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["study", str(study), "--out", str(out), "--max-parallel", "3"])
+    args = ["study", str(study), "--out", str(out), "--max-parallel", "3", "--executor", executor]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, result.output  # a run failed
     record = load_study(out)
     good, bad, nan = record.runs
