@@ -377,6 +377,9 @@ def test_a_study_isolates_and_diagnoses_failing_runs(
     for r in (bad, nan):  # the evidence is in the run's own log
         assert r.diagnosis is not None and r.diagnosis.evidence in Path(str(r.log)).read_text()
     assert "done    good-s7" in result.output and "failed  nan-s7" in result.output
+    # the study's report is written at the end (and logged on the parent MLflow run)
+    report = (out / "report" / "report.md").read_text(encoding="utf-8")
+    assert "unmatched-target" in report and "nan-loss" in report
 
 
 def _wait_for(pred: Callable[[], bool], seconds: float, what: str) -> None:

@@ -53,6 +53,7 @@ from loralab.experiments.runs import (
     write_experiment,
 )
 from loralab.experiments.spec import StudySpec, load_study_file
+from loralab.experiments.study_report import build_study_report
 from loralab.experiments.tracking import child_env, finish_study_tracking, start_study_tracking
 
 AfterPhase = Callable[[StudyRecord, str, Path], PhaseOutcome]
@@ -108,7 +109,8 @@ def run_study(
         raise
     failed = any(r.status == "failed" for r in record.runs)
     record.save(out)
-    finish_study_tracking(out, record, [out / STUDY_FILE], "FAILED" if failed else "FINISHED")
+    artifacts = [out / STUDY_FILE, *_study_report(out, record)]
+    finish_study_tracking(out, record, artifacts, "FAILED" if failed else "FINISHED")
     if study.progress is not None:
         study.progress(record, None)
     return record
@@ -461,3 +463,15 @@ class _Study:
             if r.status == "running":
                 r.status, r.reason = "queued", INTERRUPTED
         self.record.save(self.out)
+
+
+def _study_report(out: Path, record: StudyRecord) -> list[Path]:
+    """The study's report (DIR/report), for the parent MLflow run; a report that cannot be drawn
+    costs the study nothing (`loralab report DIR` says why)."""
+    if not any(r.status == "done" for r in record.runs):
+        return []
+    try:
+        paths = build_study_report(out, out / "report")
+    except (LoralabError, OSError, ValueError):
+        return []
+    return [paths.markdown, paths.html]
