@@ -21,6 +21,7 @@ from loralab.evaluate.predictions_file import score_predictions
 from loralab.evaluate.render import print_metrics
 from loralab.io import print_json
 from loralab.plan.estimate.setup import Overrides
+from loralab.predict.files import check_run_files
 
 app = typer.Typer(
     add_completion=False,
@@ -355,8 +356,9 @@ def evaluate(
             where = None
         else:
             assert run_dir is not None  # _evaluate_mode refused neither
+            check_run_files(run_dir)  # a damaged run directory is named before the libraries load
             # predict reloads the model (torch, transformers, peft): only a run's evaluation pays for it.
-            from loralab.predict import evaluate_run
+            from loralab.predict.run import evaluate_run
 
             metrics, where = evaluate_run(run_dir, data=data, split=split or "test")
         if as_json:

@@ -115,3 +115,38 @@ def uri_credentials(uri: str) -> tuple[str, str | None, str | None]:
         return clean, None, None
     user, sep, password = userinfo.partition(":")
     return clean, unquote(user) or None, unquote(password) if sep else None
+
+
+# ---- safetensors headers: checked without torch, so a damaged file is named before a model loads --
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a whole safetensors file ("missing", "truncated: ..."), or None.
+
+    Reads the header only (8-byte length, JSON), so checking every checkpoint before a resume costs
+    milliseconds: a file cut short by a full disk or a kill mid-copy is shorter than its header says.
+    """
+    if not path.is_file():
+        return f"{path.name} missing"
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n < 0 or 8 + n > size:
+                return f"{path.name} truncated: {size} bytes, no complete header"
+            header = json.loads(f.read(n))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        return f"{path.name} unreadable: {type(e).__name__}"
+    expected = 8 + n + max(ends, default=0)
+    if size != expected:
+        return f"{path.name} truncated: {size} bytes, its header says {expected}"
+    return None
+
+
+def tensor_names(path: Path) -> set[str]:
+    """The tensor names in a safetensors file's header (the file is assumed whole)."""
+    with path.open("rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        return {k for k in json.loads(f.read(n)) if k != "__metadata__"}
