@@ -35,10 +35,8 @@ from loralab.config.models import ExperimentConfig
 from loralab.data import (
     RowSet,
     build_label_map,
-    check_label_aliases,
     encode_rows,
     leakage_note,
-    read_rows,
     unseen_note,
 )
 from loralab.errors import ConfigError, LoralabError, PlanError, Problem
@@ -52,6 +50,7 @@ from loralab.train.loading import (
     set_pad_token_id,
 )
 from loralab.train.precision import PrecisionPolicy, choose_precision, conflicts
+from loralab.train.tasks import task_for
 
 # What CUDA's GradScaler raises on bf16 gradients (seed 003). torch's CPU kernel accepts bf16, so on a
 # CPU the twin reproduces the CUDA failure from the gradients' dtype.
@@ -385,36 +384,6 @@ def check_offload(ctx: _Ctx) -> list[Finding]:
 DATA_FILES = ("train_file", "validation_file", "test_file")
 
 
-def read_split(cfg: ExperimentConfig, key: str) -> RowSet | None:
-    """data.<key> read with the fields `train` reads it with (loralab.train.tasks), so a file train
-    would refuse is refused here; None when the key is not set."""
-    d = cfg.data
-    value = getattr(d, key)
-    if not value:
-        return None
-    path = cfg.resolve_path(value)
-    if cfg.model.task == "seq-cls":
-        rowset = read_rows(
-            path, text_field=d.text_field, text_template=d.text_template, label_field=d.label_field
-        )
-        check_label_aliases(rowset)
-        return rowset
-    response, prompt = d.response_field or d.label_field, d.prompt_field or d.text_field
-    if not response or not (prompt or d.text_template):
-        raise ConfigError(
-            [
-                Problem(
-                    str(cfg.source),
-                    "data",
-                    f"{cfg.model.task} needs a prompt and a response",
-                    "set data.prompt_field (or text_field/text_template) and data.response_field",
-                )
-            ]
-        )
-    template = None if prompt else d.text_template
-    return read_rows(path, text_field=prompt, text_template=template, label_field=response)
-
-
 def check_data(ctx: _Ctx) -> list[Finding]:
     """The data files read as `train` reads them: each must exist, parse and hold usable rows; held-out
     files must not be the training data; seq-cls labels must fit num_labels and be seen in training."""
@@ -432,9 +401,10 @@ def check_data(ctx: _Ctx) -> list[Finding]:
         ]
     out: list[Finding] = []
     sets: dict[str, RowSet] = {}
+    task = task_for(cfg)
     for key in DATA_FILES:
         try:
-            rowset = read_split(cfg, key)
+            rowset = task.read_split(key)
         except LoralabError as e:
             out.extend(_data_error(key, e))
             continue

@@ -95,6 +95,11 @@ class TaskStrategy(ABC):
     ) -> dict[str, float]:
         """The numbers logged at each evaluation during training."""
 
+    @abstractmethod
+    def read_split(self, key: str) -> RowSet | None:
+        """data.<key> ("train_file", ...) read with the fields training reads it with; None when unset.
+        Preflight reads the files through this, so a file training would refuse is refused there."""
+
     # ---- scoring (end of training and reloaded runs) -----------------------------------------
     @abstractmethod
     def score(
@@ -134,7 +139,7 @@ def _row_ids(file: str | Path, rows: list[Any]) -> list[str]:
 
 
 class ClassificationTask(TaskStrategy):
-    def _read(self, key: str) -> RowSet | None:
+    def read_split(self, key: str) -> RowSet | None:
         d = self.cfg.data
         path = getattr(d, key)
         if not path:
@@ -146,7 +151,11 @@ class ClassificationTask(TaskStrategy):
             label_field=d.label_field,
         )
         check_label_aliases(rowset)  # "1" and "1.0" would train as two classes
-        skipped = rowset.skipped_summary()
+        return rowset
+
+    def _read(self, key: str) -> RowSet | None:
+        rowset = self.read_split(key)
+        skipped = rowset.skipped_summary() if rowset is not None else None
         if skipped:
             self.notes.append(skipped)
         return rowset
@@ -315,6 +324,9 @@ class LanguageModelingTask(TaskStrategy):
 
     def _read(self, path: str | None) -> RowSet | None:
         return self._read_path(self.cfg.resolve_path(path)) if path else None
+
+    def read_split(self, key: str) -> RowSet | None:
+        return self._read(getattr(self.cfg.data, key))
 
     def _examples(self, tokenizer: Any, rows: list[Any], file: str | Path) -> Examples:
         texts, targets = [r.text or "" for r in rows], [r.label or "" for r in rows]
