@@ -45,6 +45,17 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(dumps(obj) + "\n")
 
 
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys ({"lora": {"config": {"r": 8}}} -> {"lora.config.r": 8});
+    lists stay values, so a changed `target_modules` is one key."""
+    if not isinstance(d, dict) or not d:
+        return {prefix.rstrip("."): d} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}{k}."))
+    return out
+
+
 def quiet_libraries() -> None:
     """Library chatter (load reports, deprecation notices, MLflow's INFO lines) would bury loralab's
     own progress and findings; their warnings that matter are re-stated by preflight."""

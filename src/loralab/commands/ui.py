@@ -21,16 +21,11 @@ from types import FrameType
 
 from rich.console import Console
 
+from loralab.config.models import default_tracking_uri
 from loralab.errors import LoralabError
 from loralab.io import redact_uri
 
 INSTALL_HINT = "pip install 'loralab[ui]'"
-
-
-def default_tracking_uri() -> str:
-    """`loralab train`'s default store, `loralab.train.tracking.default_tracking_uri` (a test holds the
-    two equal): importing that module would import torch, ten seconds before a UI that needs none."""
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 READY_TIMEOUT_S = 180.0

@@ -22,6 +22,14 @@ TASK_TO_TASK_TYPE: dict[Task, str] = {v: k for k, v in TASK_TYPE_TO_TASK.items()
 # `evaluate RUN_DIR` and `plan` alike, so a plan estimates the run that train starts. Short texts
 # (classification) get 128; prompt + response (LM tasks) 256.
 DEFAULT_MAX_LENGTH: dict[Task, int] = {"seq-cls": 128, "causal-lm": 256, "seq2seq": 256}
+
+
+def default_tracking_uri() -> str:
+    """Where runs are tracked when `tracking.uri` is not set: `mlflow.db` in the working directory. One
+    owner, read by train, studies and `loralab ui` (which must not import train's torch to know it)."""
+    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
 PEFT_TASK_TYPES = ("SEQ_CLS", "CAUSAL_LM", "SEQ_2_SEQ_LM", "TOKEN_CLS", "QUESTION_ANS", "FEATURE_EXTRACTION")
 
 

@@ -19,6 +19,7 @@ import yaml
 
 from loralab.experiments.record import RunRecord
 from loralab.experiments.spec import StudySpec, resolve_run
+from loralab.io import flatten
 
 RUNS_DIR = "runs"
 EXPERIMENT_FILE = "experiment.yaml"
@@ -92,15 +93,6 @@ def read_experiment(out: Path, run_id: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict) or not d:
-        return {prefix.rstrip("."): d} if prefix else {}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}."))
-    return out
-
-
 _ABSENT = "(absent)"
 
 
@@ -109,8 +101,8 @@ def changed_keys(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
     if old is None:
         return ["experiment.yaml: missing or unreadable"]
     # Through YAML both ways so both sides have the types YAML gives.
-    a = _flatten({k: v for k, v in old.items() if k != "tracking"})
-    b = _flatten(yaml.safe_load(yaml.safe_dump({k: v for k, v in new.items() if k != "tracking"})))
+    a = flatten({k: v for k, v in old.items() if k != "tracking"})
+    b = flatten(yaml.safe_load(yaml.safe_dump({k: v for k, v in new.items() if k != "tracking"})))
     return [
         f"{k}: {json.dumps(a.get(k, _ABSENT), default=str)} -> {json.dumps(b.get(k, _ABSENT), default=str)}"
         for k in sorted(a.keys() | b.keys())

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from loralab.experiments.record import STATUSES, Baseline, Decision, RunRecord, StudyRecord, load_study
+from loralab.io import flatten
 from loralab.report import plots
 from loralab.report.build import ReportPaths
 from loralab.report.compare import METRIC_NAMES
@@ -32,7 +33,6 @@ from loralab.report.document import (
 from loralab.report.html import write_html
 from loralab.report.load import ReportError, Run, load_run
 from loralab.report.markdown import write_markdown
-from loralab.report.runs_table import flatten
 
 SCORE_METRICS = ("accuracy", "weighted_f1", "macro_f1", "tail_f1", "rouge1", "rouge2", "rougeL")
 PLOT_METRICS = ("weighted_f1", "rougeL", "accuracy", "macro_f1", "rouge1")

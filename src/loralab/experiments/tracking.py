@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.markup import escape
 
+from loralab.config.models import default_tracking_uri
 from loralab.experiments.record import STUDY_FILE, RunRecord, StudyRecord
 from loralab.io import redact_secrets, redact_uri
 from loralab.train.callbacks import bounded_http
@@ -36,7 +37,6 @@ from loralab.train.tracking import (
     ENV_TAGS,
     ENV_URI,
     connect_uri,
-    default_tracking_uri,
     unreachable,
 )
 

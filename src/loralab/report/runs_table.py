@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from loralab.io import flatten
 from loralab.report.compare import (
     METRIC_NAMES,
     METRICS,
@@ -44,17 +45,6 @@ IGNORED_PREFIXES = ("tracking.",)
 IGNORED_KEYS = ("experiment.name",)
 PROCESS_KEYS = ("processes", "num_processes", "world_size", "n_processes", "nproc_per_node")
 _ABSENT = "(not set)"
-
-
-def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as dotted keys ({"lora": {"config": {"r": 8}}} -> {"lora.config.r": 8});
-    lists stay values, so a changed `target_modules` is one key."""
-    if not isinstance(d, dict) or not d:
-        return {prefix.rstrip("."): d} if prefix else {}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(flatten(v, f"{prefix}{k}."))
-    return out
 
 
 def differing_keys(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:

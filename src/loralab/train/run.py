@@ -26,7 +26,6 @@ anything is written. Secrets (URI passwords, tokens) are redacted in every file 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -45,9 +44,9 @@ from rich.markup import escape
 
 from loralab.config import load_experiment
 from loralab.config.models import ExperimentConfig
-from loralab.data import infer_num_labels
+from loralab.data import file_digest, infer_num_labels
 from loralab.errors import LoralabError
-from loralab.io import is_main_process, quiet_libraries, redact_secrets, write_json
+from loralab.io import flatten, is_main_process, quiet_libraries, redact_secrets, write_json
 from loralab.train.preflight import PreflightReport, run_preflight
 from loralab.train.report import print_preflight
 from loralab.train.session import Session
@@ -313,14 +312,6 @@ def save_resolved_config(cfg: ExperimentConfig, run_dir: Path) -> None:
     (run_dir / "config.yaml").write_text(text, encoding="utf-8")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def data_fingerprints(cfg: ExperimentConfig) -> dict[str, Any]:
     """{"data.train_file": {path, bytes, sha256}, ...} for each data file of the experiment; a file
     that cannot be read gets its error instead (the data stage reports it properly)."""
@@ -331,18 +322,13 @@ def data_fingerprints(cfg: ExperimentConfig) -> dict[str, Any]:
             continue
         path = Path(cfg.resolve_path(name)).resolve()
         try:
-            out[f"data.{key}"] = {"path": str(path), "bytes": path.stat().st_size, "sha256": _sha256(path)}
+            out[f"data.{key}"] = {
+                "path": str(path),
+                "bytes": path.stat().st_size,
+                "sha256": file_digest(path),
+            }
         except OSError as e:
             out[f"data.{key}"] = {"path": str(path), "error": e.strerror or type(e).__name__}
-    return out
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict) or not d:
-        return {prefix.rstrip("."): d} if prefix else {}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}."))
     return out
 
 
@@ -368,8 +354,8 @@ def config_differences(cfg: ExperimentConfig, run_dir: Path) -> tuple[list[str],
         return [f"{run_dir / 'config.yaml'} cannot be read ({type(e).__name__}): nothing to compare with"], []
     # Through YAML both ways, so that both sides have the types YAML gives (tuples, numbers).
     now = yaml.safe_load(yaml.safe_dump(resolved_config(cfg), allow_unicode=True))
-    old_flat = {k: v for k, v in _flatten(stored).items() if k.split(".")[0] != "tracking"}
-    new_flat = {k: v for k, v in _flatten(now).items() if k.split(".")[0] != "tracking"}
+    old_flat = {k: v for k, v in flatten(stored).items() if k.split(".")[0] != "tracking"}
+    new_flat = {k: v for k, v in flatten(now).items() if k.split(".")[0] != "tracking"}
     diffs = []
     for k in sorted(old_flat.keys() | new_flat.keys()):
         was, now_v = old_flat.get(k, _ABSENT), new_flat.get(k, _ABSENT)

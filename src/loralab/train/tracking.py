@@ -29,14 +29,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from loralab.config.models import ExperimentConfig
+from loralab.config.models import ExperimentConfig, default_tracking_uri
 from loralab.io import redact_secrets, redact_uri, uri_credentials
 from loralab.plan.planner import Plan
 from loralab.train.callbacks import MLflowCallback
-
-
-def default_tracking_uri() -> str:
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def tracking_params(cfg: ExperimentConfig, plan: Plan | None) -> dict[str, Any]:
