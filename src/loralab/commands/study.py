@@ -5,6 +5,7 @@ Returns the exit code: 1 when any run failed, else 0 (a bad study file raises Co
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from rich.console import Console
@@ -12,10 +13,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from loralab.config.loader import read_yaml
-from loralab.experiments.ablate import rules_callback
 from loralab.experiments.record import STUDY_FILE, RunRecord, StudyRecord
-from loralab.experiments.rules import rules_from_study
 from loralab.experiments.runner import Progress, current_epoch, make_executor, run_study, summary_line
 
 _STYLE = {"done": "green", "failed": "red", "running": "cyan", "queued": "dim", "skipped": "yellow"}
@@ -93,12 +91,6 @@ def run_study_command(
 ) -> int:
     # soft_wrap: one line per finished run stays one line in a log, whatever its width
     console = console or Console(stderr=True, soft_wrap=True)
-    # A study file written by (or like) `loralab ablate` is decided phase by phase by its rules.
-    raw = read_yaml(Path(study_file))
-    inner = raw.get("study", raw) if isinstance(raw, dict) else {}
-    after_phase = None
-    if isinstance(inner, dict) and inner.get("kind") == "ablate":
-        after_phase = rules_callback(rules_from_study(raw, str(study_file)))
     ex = make_executor(executor, max_parallel)  # before the live table: a missing extra fails at once
     started: dict[str, float] = {}
     ended: dict[str, float] = {}
@@ -111,45 +103,32 @@ def run_study_command(
         elif run is not None and run.status in ("done", "failed"):
             ended[run.id] = time.monotonic()
 
-    if live_view:
-        seen: dict[str, StudyRecord] = {}
+    seen: dict[str, StudyRecord] = {}
 
-        def view() -> Table:
-            # Redrawn twice a second from the latest record, so the epoch column moves between changes.
-            return study_table(seen["record"], started, ended) if "record" in seen else Table()
+    def view() -> Table:
+        # Redrawn twice a second from the latest record, so the epoch column moves between changes.
+        return study_table(seen["record"], started, ended) if "record" in seen else Table()
 
-        def refresh(record: StudyRecord, run: RunRecord | None) -> None:
-            note_start(record, run)
-            seen["record"] = record
+    def refresh(record: StudyRecord, run: RunRecord | None) -> None:
+        note_start(record, run)
+        seen["record"] = record
 
-        with Live(console=console, refresh_per_second=2, get_renderable=view):
-            record = run_study(
-                study_file,
-                out_dir,
-                resume=resume,
-                force=force,
-                executor=ex,
-                quiet=True,
-                progress=refresh,
-                after_phase=after_phase,
-            )
-    else:
+    def line(record: StudyRecord, run: RunRecord | None) -> None:
+        note_start(record, run)
+        if not quiet and run is not None and run.status in ("done", "failed", "skipped"):
+            console.print(summary_line(run), markup=False, highlight=False)
 
-        def line(record: StudyRecord, run: RunRecord | None) -> None:
-            note_start(record, run)
-            if not quiet and run is not None and run.status in ("done", "failed", "skipped"):
-                console.print(summary_line(run), markup=False, highlight=False)
-
-        progress: Progress = line
+    progress: Progress = refresh if live_view else line
+    shown = Live(console=console, refresh_per_second=2, get_renderable=view) if live_view else nullcontext()
+    with shown:
         record = run_study(
             study_file,
             out_dir,
             resume=resume,
             force=force,
             executor=ex,
-            quiet=quiet,
+            quiet=quiet or live_view,  # the live table replaces the runner's own lines
             progress=progress,
-            after_phase=after_phase,
         )
     print_summary(record, Path(out_dir), console)
     return 1 if any(r.status == "failed" for r in record.runs) else 0

@@ -8,7 +8,6 @@ absolute path, one run per phase overriding only `lora.config.target_modules`, a
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,8 @@ import yaml
 from loralab.config.loader import read_yaml
 from loralab.errors import ConfigError, Problem
 from loralab.experiments.phases import TARGET_KEY, PhasePlan
-from loralab.experiments.record import PhaseOutcome, StudyRecord
-from loralab.experiments.rules import RulesConfig, decide_after_phase, rules_from_study
+from loralab.experiments.record import StudyRecord
+from loralab.experiments.rules import RulesConfig, rules_callback, rules_from_study
 from loralab.experiments.runner import run_study
 from loralab.experiments.spec import safe_part
 
@@ -68,15 +67,6 @@ def write_study(out: Path, content: dict[str, Any]) -> Path:
         "# written by `loralab ablate`; `loralab study` runs it as well\n" + text, encoding="utf-8"
     )
     return path
-
-
-def rules_callback(rules: RulesConfig) -> Callable[[StudyRecord, str, Path], PhaseOutcome]:
-    """The runner's `after_phase`: the rules evaluated after each phase."""
-
-    def after_phase(record: StudyRecord, phase: str, study_dir: Path) -> PhaseOutcome:
-        return decide_after_phase(record, phase, study_dir, rules)
-
-    return after_phase
 
 
 def run_ablate(

@@ -19,6 +19,7 @@ The rules read `study.json` and the runs' predictions.csv only, so anyone can re
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,15 @@ def _check_value(key: str, value: Any) -> tuple[str, str] | None:
             "give a value in 0-1",
         )
     return None
+
+
+def rules_callback(rules: RulesConfig) -> Callable[[StudyRecord, str, Path], PhaseOutcome]:
+    """The runner's `after_phase`: the rules evaluated after each phase."""
+
+    def after_phase(record: StudyRecord, phase: str, study_dir: Path) -> PhaseOutcome:
+        return decide_after_phase(record, phase, study_dir, rules)
+
+    return after_phase
 
 
 def rules_from_study(study: dict[str, Any], file: str) -> RulesConfig:

@@ -43,6 +43,7 @@ from loralab.experiments.record import (
     StudyRecord,
     load_study,
 )
+from loralab.experiments.rules import RulesConfig, rules_callback
 from loralab.experiments.runs import (
     EXPERIMENT_FILE,
     PlannedRun,
@@ -95,6 +96,9 @@ def run_study(
         record, resumable = _resume(spec, planned, out, force=force)
     else:
         record, resumable = _fresh(spec, planned, out), set()
+    if after_phase is None and spec.kind == "ablate":
+        # An ablation is decided phase by phase by its own `rules:`, however it was started.
+        after_phase = rules_callback(RulesConfig.from_mapping(spec.rules, str(spec.file)))
     study = _Study(spec, record, out, ex, resumable)
     study.progress = progress if progress is not None else (None if quiet else _print_finished())
     start_study_tracking(out, record, spec.tracking)
