@@ -162,7 +162,7 @@ def _layers_of(mods: list[ModuleRecord]) -> str:
     return f"{layers[0]}..{layers[-1]}" if len(layers) > 2 else str(layers)
 
 
-def _kind_warnings(match: MatchResult) -> list[str]:
+def kind_warnings(match: MatchResult) -> list[str]:
     """A target name that adapts modules of different kinds (GPT-2's c_proj: attention AND MLP)."""
     by_target: dict[str, dict[str, int]] = {}
     for t in match.targets:
@@ -196,7 +196,7 @@ def build_plan(
     counts = count(arch, spec, match)
     dtype = load_dtype if load_dtype in DTYPE_BYTES else (arch.config_dtype or "float32")
     plan = Plan(arch=arch, spec=spec, match=match, counts=counts, load_dtype=dtype)
-    plan.warnings.extend(_kind_warnings(match))
+    plan.warnings.extend(kind_warnings(match))
     plan.warnings.extend(_rank_warnings(match))
     plan.warnings.extend(_other_warnings(arch, spec, match, lora))
     if counts.saved_extra:

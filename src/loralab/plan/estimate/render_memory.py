@@ -29,7 +29,8 @@ def gib(n: float) -> str:
 def memory_table(est: MemoryEstimate) -> Table:
     s = est.setup
     sharding = s.sharding
-    where = f"{s.gpus} GPU" + ("s" if s.gpus != 1 else "")
+    on_cpu = getattr(s, "device", "cuda") == "cpu"
+    where = "CPU" if on_cpu else f"{s.gpus} GPU" + ("s" if s.gpus != 1 else "")
     if sharding is not None and getattr(sharding, "zero_stage", None) is not None:
         where += f", DeepSpeed ZeRO-{sharding.zero_stage}"
         if getattr(sharding, "offload_optimizer", None):
@@ -50,7 +51,8 @@ def memory_table(est: MemoryEstimate) -> Table:
         if not est.modelled and k in ("activations", "transient"):
             t.add_row(k, _WHAT[k], "not modelled", "-")
             continue
-        t.add_row(k, _WHAT[k], f"{est.per_device[k]:,}", gib(est.per_device[k]))
+        what = "process (torch, libraries) + allocator allowance" if on_cpu and k == "overhead" else _WHAT[k]
+        t.add_row(k, what, f"{est.per_device[k]:,}", gib(est.per_device[k]))
     total = est.per_device["total"]
     t.add_row("[bold]total[/]", "", f"[bold]{total:,}[/]", f"[bold]{gib(total)}[/]")
     if est.host.get("total"):

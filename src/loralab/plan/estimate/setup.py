@@ -201,6 +201,7 @@ def setup_from_config(cfg: Any, arch: Any, ov: Overrides) -> tuple[TrainSetup, l
         optim_args=_targs(cfg, "optim_args"),
         quantization=quant,
         sharding=sharding,
-        device=ov.device or "cuda",
+        # use_cpu (transformers' own flag) trains on the host even where a GPU exists
+        device=ov.device or ("cpu" if _targs(cfg, "use_cpu") else "cuda"),
     )
     return setup, notes
