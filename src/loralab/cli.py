@@ -14,7 +14,7 @@ from rich.markup import escape
 from loralab import __version__
 from loralab.cli_errors import format_error, reading
 from loralab.commands.plan import PlanExtras, run_modules, run_plan
-from loralab.commands.recommend import run_recommend
+from loralab.commands.recommend import DataOptions, parse_duration, run_recommend
 from loralab.commands.ui import serve_ui
 from loralab.errors import Problem, UsageError
 from loralab.evaluate.predictions_file import score_predictions
@@ -166,20 +166,47 @@ def plan(
 @app.command()
 def recommend(
     model: Annotated[str, typer.Argument(help="Hub id, local folder with config.json, or bundled model.")],
-    gpu_mem: Annotated[str, typer.Option("--gpu-mem", help="Memory per GPU, e.g. 24GiB.")],
+    gpu_mem: Annotated[
+        str | None,
+        typer.Option("--gpu-mem", help="Memory per GPU, e.g. 24GiB. Default: this host's GPU, else its CPU."),
+    ] = None,
     task: Task = None,
-    num_labels: Annotated[int | None, typer.Option(help="Labels for seq-cls.")] = None,
+    num_labels: Annotated[
+        int | None, typer.Option(help="Labels for seq-cls (default: counted in --data).")
+    ] = None,
     rows: Annotated[int | None, typer.Option("--rows", help="Training-set size in rows.")] = None,
-    data: Annotated[str | None, typer.Option("--data", help="Training file (its rows are counted).")] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="Training file: rows, fields and labels are read from it.")
+    ] = None,
+    text_field: Annotated[
+        str | None, typer.Option("--text-field", help="Column of --data with the text.")
+    ] = None,
+    label_field: Annotated[str | None, typer.Option("--label-field", help="Column with the label.")] = None,
+    prompt_field: Annotated[
+        str | None, typer.Option("--prompt-field", help="Column with the prompt.")
+    ] = None,
+    response_field: Annotated[
+        str | None, typer.Option("--response-field", help="Column with the response.")
+    ] = None,
     gpus: Annotated[int, typer.Option("--gpus", help="Number of GPUs.")] = 1,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Recommend for this host's CPU and RAM.")] = False,
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sequence.")] = 512,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", help="Epochs (default: 3, more for small data).")
+    ] = None,
     bf16: Annotated[bool, typer.Option("--bf16/--fp16", help="GPU supports bf16 (Ampere or newer).")] = True,
+    validate: Annotated[
+        bool, typer.Option("--validate", help="Check the learning rate (and rank) by a short study.")
+    ] = False,
+    budget: Annotated[
+        str, typer.Option("--budget", help="Wall-clock budget of --validate, e.g. 15m.")
+    ] = "15m",
     out_path: Annotated[
         str | None, typer.Option("--out", "-o", help="Write the config as YAML here.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Rank, alpha, targets, layers, batch, learning rate, precision and checkpointing that fit the budget."""
+    """Rank, alpha, targets, layers, batch, learning rate, steps, precision and checkpointing that fit."""
 
     def go() -> None:
         _check_ranges(
@@ -187,13 +214,14 @@ def recommend(
             ("--num-labels", num_labels, COUNT),
             ("--rows", rows, COUNT),
             ("--seq-len", seq_len, COUNT),
+            ("--epochs", epochs, COUNT),
         )
         run_recommend(
             model,
             task=task,
             num_labels=num_labels,
             rows=rows,
-            data=data,
+            data=DataOptions(data, text_field, label_field, prompt_field, response_field) if data else None,
             gpu_mem=gpu_mem,
             gpus=gpus,
             seq_len=seq_len,
@@ -201,9 +229,19 @@ def recommend(
             out_path=out_path,
             as_json=as_json,
             console=out,
+            cpu=cpu,
+            epochs=epochs,
+            validate=_validator(parse_duration(budget), out_path, as_json) if validate else None,
         )
 
     _run(go)
+
+
+def _validator(budget_s: float, out_path: str | None, quiet: bool) -> Any:
+    # the study runner behind --validate loads torch, transformers and matplotlib: only --validate pays
+    from loralab.commands.recommend_validate import validator
+
+    return validator(budget_s, out_path, out, quiet=quiet)
 
 
 @app.command()
