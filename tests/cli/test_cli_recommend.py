@@ -133,3 +133,19 @@ def test_budget_durations(text: str, seconds: float) -> None:
     from loralab.commands.recommend import parse_duration
 
     assert parse_duration(text) == seconds
+
+
+def test_target_is_this_hosts_gpu_else_its_cpu(monkeypatch: Any) -> None:
+    from loralab.commands import recommend as cmd
+
+    monkeypatch.setattr(cmd, "gpu_memory", lambda: None)
+    t = cmd.pick_target(None, cpu=False)
+    # no GPU: 80% of the physical RAM (os.sysconf, read independently here)
+    import os
+
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert (t.device, t.memory) == ("cpu", int(ram * 0.8))
+    monkeypatch.setattr(cmd, "gpu_memory", lambda: 80 * 2**30)
+    assert cmd.pick_target(None, cpu=False).device == "cuda"
+    assert cmd.pick_target(None, cpu=True).device == "cpu"  # --cpu wins over a GPU
+    assert cmd.pick_target("24GiB", cpu=False).memory == 24 * 2**30

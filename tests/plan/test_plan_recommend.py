@@ -66,6 +66,10 @@ def test_qwen3_8b_on_four_24gib_gpus_fits_and_plan_agrees(tmp_path: Path) -> Non
     assert rec.setup.micro_batch * cfg["training_args"]["gradient_accumulation_steps"] * 4 == 32
     total, _ = _plan_total(out, 4)
     assert total == rec.memory.per_device["total"] <= 24 * 2**30
+    from loralab.config import load_experiment
+
+    assert not load_experiment(out).notes  # transformers 5 names only: no legacy key mapped
+    assert cfg["training_args"]["activation_checkpointing"] is rec.setup.gradient_checkpointing
 
 
 def test_qwen3_8b_on_one_8gib_gpu_goes_4bit_and_says_why(tmp_path: Path) -> None:

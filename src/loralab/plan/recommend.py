@@ -333,8 +333,8 @@ def _base_setup(req: Request, effective: int) -> TrainSetup:
 def dropout_for(req: Request) -> float:
     """0.1 on small data and 0.05 otherwise (QLoRA's values) on a GPU; none on a CPU, where PEFT's
     lora_dropout draws a fresh random mask over every adapted module's input each step: on the 2-core
-    CI host that made a MiniLM step 11x slower (0.37 against 4.2 steps/s, benchmarks/
-    bench_recommend.py), and LoRA Without Regret trains without dropout."""
+    CI host a MiniLM step ran 1.4x slower with 0.05 (2.45 against 3.44 steps/s, measured by
+    benchmarks/bench_recommend.py), and LoRA Without Regret trains without dropout."""
     if req.device == "cpu":
         return 0.0
     return 0.1 if req.rows < 10_000 else 0.05
@@ -343,7 +343,7 @@ def dropout_for(req: Request) -> float:
 def _dropout_reason(req: Request) -> str:
     if req.device == "cpu":
         return (
-            "none on a CPU: the random masks cost ~10x the step time on CPU (measured, "
+            "none on a CPU: its random masks made a MiniLM step 1.4x slower on a 2-core CPU (measured, "
             "benchmarks/bench_recommend.py); LoRA Without Regret trains without dropout"
         )
     if req.rows < 10_000:
