@@ -227,3 +227,24 @@ def test_demo_model_on_this_cpu_fills_everything_and_plan_agrees(tmp_path: Path)
     total, _ = _plan_total(out, 1)
     assert total == rec.memory.per_device["total"]
     assert rec.memory.setup.device == "cpu"
+
+
+def test_lm_steps_count_the_rows_left_after_the_validation_split(tmp_path: Path) -> None:
+    rec = run_recommend(
+        "gpt2",
+        task="causal-lm",
+        num_labels=None,
+        rows=656,  # the Korean chat pairs in examples/data
+        data=None,
+        gpu_mem=None,
+        gpus=1,
+        seq_len=128,
+        bf16=True,
+        out_path=None,
+        as_json=False,
+        console=Console(file=open(tmp_path / "out.txt", "w"), width=200),  # noqa: SIM115
+        cpu=True,
+    )
+    # train sets the first 656 // 10 = 65 rows aside; 591 rows / batch 16 = 37 steps x 3 epochs
+    assert rec.steps.rows == 656 - 65
+    assert rec.steps.total == 3 * 37 == 111

@@ -24,6 +24,13 @@ TASK_TO_TASK_TYPE: dict[Task, str] = {v: k for k, v in TASK_TYPE_TO_TASK.items()
 DEFAULT_MAX_LENGTH: dict[Task, int] = {"seq-cls": 128, "causal-lm": 256, "seq2seq": 256}
 
 
+def lm_validation_rows(rows: int) -> int:
+    """Training rows an LM run (causal-lm, seq2seq) without data.validation_file sets aside as its
+    validation split: the first 10%, at least one. One owner: train splits by it and `recommend`
+    counts the optimizer steps of what is left."""
+    return max(1, rows // 10)
+
+
 def default_tracking_uri() -> str:
     """Where runs are tracked when `tracking.uri` is not set: `mlflow.db` in the working directory. One
     owner, read by train, studies and `loralab ui` (which must not import train's torch to know it)."""

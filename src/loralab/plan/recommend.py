@@ -34,7 +34,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from loralab.config.models import TASK_TO_TASK_TYPE, Task
+from loralab.config.models import TASK_TO_TASK_TYPE, Task, lm_validation_rows
 from loralab.errors import ConfigError, Problem
 from loralab.plan.estimate.memory import MemoryEstimate, TrainSetup, estimate_memory
 from loralab.plan.estimate.state_memory import Quantization, Sharding
@@ -250,7 +250,9 @@ def recommend(req: Request, arch: Any, hf_cfg: dict[str, Any]) -> Recommendation
         "use_rslora": rslora,
     }
     lr = learning_rate_for(arch.model_type, hidden_size(hf_cfg))
-    effective, epochs, why_batch = batch_and_epochs(req.rows, req.task, req.epochs)
+    # An LM run without a validation file trains on what its validation split leaves.
+    trained = req.rows if req.task == "seq-cls" else req.rows - lm_validation_rows(req.rows)
+    effective, epochs, why_batch = batch_and_epochs(trained, req.task, req.epochs)
     base = _base_setup(req, effective)
     plan = build_plan(arch, dict(lora), load_dtype=base.load_dtype, with_options=False)
     setup, memory, how = _fit(plan, hf_cfg, base, req, effective)
@@ -262,7 +264,7 @@ def recommend(req: Request, arch: Any, hf_cfg: dict[str, Any]) -> Recommendation
     plan.warnings = [w for w in plan.warnings if w not in intended]
     devices = req.gpus if req.device != "cpu" else 1
     accum = max(1, math.ceil(effective / (setup.micro_batch * devices)))
-    steps = step_budget(req.rows, setup.micro_batch, accum, devices, epochs)
+    steps = step_budget(trained, setup.micro_batch, accum, devices, epochs)
     choices = [
         *_lora_choices(lora, r, why_r, rslora, req),
         Choice("lora.config.layers_to_transform", lora.get("layers_to_transform", "all"), how["layers"]),
@@ -388,7 +390,7 @@ def _epochs_reason(req: Request, steps: Steps) -> str:
     if req.epochs is not None:
         return f"{head}: as asked (--epochs)"
     if steps.epochs > DEFAULT_EPOCHS:
-        return f"{head}: {DEFAULT_EPOCHS} epochs of {req.rows:,} rows gave fewer than {MIN_STEPS} steps"
+        return f"{head}: {DEFAULT_EPOCHS} epochs of {steps.rows:,} rows gave fewer than {MIN_STEPS} steps"
     return f"{head}: {DEFAULT_EPOCHS} epochs, the common LoRA fine-tuning length (QLoRA, Alpaca-LoRA)"
 
 

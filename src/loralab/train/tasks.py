@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loralab.config.models import ExperimentConfig
+from loralab.config.models import ExperimentConfig, lm_validation_rows
 from loralab.data import (
     LabelMap,
     RowSet,
@@ -342,7 +342,7 @@ class LanguageModelingTask(TaskStrategy):
         rows, val = train.rows, self._read(d.validation_file)
         val_rows, val_file = (val.rows, val.file) if val is not None else (None, train.file)
         if val_rows is None:
-            n_val = max(1, len(rows) // 10)
+            n_val = lm_validation_rows(len(rows))
             rows, val_rows = rows[n_val:], rows[:n_val]
             self.notes.append(f"validation: the first {n_val} training rows")
         test = self._read(d.test_file)
