@@ -24,7 +24,7 @@ from train_fixtures import experiment_yaml, make_data, tiny_bert  # noqa: E402
 from loralab.errors import LoralabError  # noqa: E402
 from loralab.experiments import ray_executor  # noqa: E402
 from loralab.experiments.jobs import Finished, Job  # noqa: E402
-from loralab.experiments.ray_executor import RayExecutor  # noqa: E402
+from loralab.experiments.ray_executor import CANCEL_GRACE_S, RayExecutor  # noqa: E402
 from loralab.experiments.record import STUDY_FILE  # noqa: E402
 from loralab.experiments.runner import run_study  # noqa: E402
 
@@ -137,7 +137,10 @@ def test_shutdown_stops_a_running_job(executor: RayExecutor, tmp_path: Path) -> 
     pid = int(pid_file.read_text())
     t = time.monotonic()
     second.shutdown()
-    assert time.monotonic() - t < 20
+    # The polite cancel (KeyboardInterrupt in the task, which SIGTERMs its run) usually ends it at
+    # once; when Ray does not deliver it, shutdown waits CANCEL_GRACE_S + 10 s and force-cancels (a
+    # CI run saw exactly that: 20.0 s). Either way the 120 s sleeper must not be waited for.
+    assert time.monotonic() - t < CANCEL_GRACE_S + 10 + 8
     assert ray.is_initialized()  # the module's executor still owns it
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
