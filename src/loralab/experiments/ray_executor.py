@@ -40,6 +40,7 @@ OBJECT_STORE_BYTES = 100 * 1024 * 1024
 # After a polite cancel (SIGTERM to the run's process group) a run gets this long to exit before its
 # Ray worker is killed outright.
 CANCEL_GRACE_S = 10.0
+FORCE_WAIT_S = 5.0
 PR_SET_PDEATHSIG = 1
 
 
@@ -231,6 +232,10 @@ class RayExecutor:
             _, stuck = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S + 10)
             for ref in stuck:
                 ray.cancel(ref, force=True)  # kills the worker; PDEATHSIG takes the run with it
+            if stuck:
+                # A forced cancel returns before the worker is gone: wait for it, so that the runs
+                # are stopped when shutdown returns.
+                ray.wait(stuck, num_returns=len(stuck), timeout=FORCE_WAIT_S)
         self._inflight.clear()
         if self._owns_connection and ray.is_initialized():
             ray.shutdown()
