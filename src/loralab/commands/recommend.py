@@ -123,6 +123,8 @@ def run_recommend(
     validate: Callable[[Recommendation], None] | None = None,
 ) -> Recommendation:
     """`loralab recommend`: resolve the model, recommend, validate (when asked), print, write the YAML."""
+    if validate is not None and not (data.path if isinstance(data, DataOptions) else data):
+        raise ConfigError([Problem("--validate", "", "needs the training data", "pass --data FILE")])
     resolved = resolve_model(model)
     task = task or default_task(resolved.config)
     if task not in TASK_TO_TASK_TYPE:
@@ -161,8 +163,6 @@ def run_recommend(
     rec.notes.append(f"target: {target.device}, {target.memory / 2**30:.1f} GiB from {target.how}")
     left = _fill_data(rec, found, task)
     if validate is not None:
-        if not rec.config["data"].get("train_file"):
-            raise ConfigError([Problem("--validate", "", "needs the training data", "pass --data FILE")])
         validate(rec)
     if out_path:
         table = rec.validation_table
