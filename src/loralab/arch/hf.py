@@ -169,6 +169,12 @@ def position_limit(config: dict[str, Any]) -> PositionLimit | None:
     return PositionLimit(max_pos, "max_position_embeddings", hard)
 
 
+def hidden_size(config: dict[str, Any]) -> int:
+    """The model's width under the names families use (hidden_size, GPT-2's n_embd, BART's d_model);
+    0 when the config names none."""
+    return int(config.get("hidden_size") or config.get("n_embd") or config.get("d_model") or 0)
+
+
 def max_positions(config: dict[str, Any]) -> int | None:
     """The most tokens one sequence may have before the model crashes (a hard limit), else None.
 

@@ -34,6 +34,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from loralab.arch.hf import hidden_size
 from loralab.config.models import TASK_TO_TASK_TYPE, Task, lm_validation_rows
 from loralab.errors import ConfigError, Problem
 from loralab.plan.estimate.memory import MemoryEstimate, TrainSetup, estimate_memory
@@ -139,15 +140,6 @@ def nice_number(x: float) -> float:
     return float(f"{best:.0e}")
 
 
-def hidden_size(cfg: dict[str, Any]) -> int:
-    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else {}
-    for c in (cfg, text or {}):
-        for key in ("hidden_size", "n_embd", "d_model"):
-            if isinstance(c.get(key), int) and c[key] > 0:
-                return int(c[key])
-    raise ConfigError([Problem("config.json", "hidden_size", "the model config has no width", "")])
-
-
 def learning_rate_for(model_type: str, hidden: int) -> LearningRate:
     """LoRA Without Regret's rule with Thinking Machines' published width fit (module docstring)."""
     base = LORA_LR_MULTIPLIER * FULL_FT_LR_AT_2000
@@ -249,7 +241,10 @@ def recommend(req: Request, arch: Any, hf_cfg: dict[str, Any]) -> Recommendation
         "target_modules": block_linear_targets(arch),
         "use_rslora": rslora,
     }
-    lr = learning_rate_for(arch.model_type, hidden_size(hf_cfg))
+    hidden = hidden_size(hf_cfg)
+    if not hidden:
+        raise ConfigError([Problem("config.json", "hidden_size", "the model config has no width", "")])
+    lr = learning_rate_for(arch.model_type, hidden)
     # An LM run without a validation file trains on what its validation split leaves.
     trained = req.rows if req.task == "seq-cls" else req.rows - lm_validation_rows(req.rows)
     effective, epochs, why_batch = batch_and_epochs(trained, req.task, req.epochs)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from loralab.arch.hf import max_positions
+from loralab.arch.hf import hidden_size, max_positions
 from loralab.plan.estimate.activation_models import UnsupportedFamily, estimate_activations
 from loralab.plan.estimate.activations import DTYPE_BYTES, ActivationEstimate, ActivationSetup
 from loralab.plan.estimate.state_memory import state_memory
@@ -140,7 +140,7 @@ def transient_bytes(plan: Any, cfg: dict[str, Any], setup: TrainSetup, act: Acti
         head = max(rows * v * (dt + (4 if dt != 4 else 0)), rows * v * (8 + dt))
     in_layers = [m for m in plan.arch.modules if m.linear and m.layer is not None]
     widest = max((int(m.out_features or 0) for m in in_layers), default=0)
-    hidden = int(cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("d_model") or 0)
+    hidden = hidden_size(cfg)
     # a layer's backward holds the incoming and outgoing hidden-state gradients and the gradient of
     # its widest intermediate; checkpointing also rebuilds the layer's own activations first
     layer = b * s * (2 * hidden + 2 * widest)
