@@ -99,6 +99,25 @@ def _pair(
     return chosen, how
 
 
+def lm_read_fields(
+    *,
+    prompt_field: str | None,
+    text_field: str | None,
+    text_template: str | None,
+    response_field: str | None,
+    label_field: str | None,
+) -> tuple[str | None, str | None, str] | None:
+    """How an LM task (causal-lm, seq2seq) reads a data file: (text_field, text_template, label_field)
+    for `read_rows`, the prompt (else text_field, else the template) as the text and the response (else
+    label_field) as the label; None when the prompt or the response is missing. Train and
+    `recommend --validate` both read by it."""
+    response = response_field or label_field
+    prompt = prompt_field or text_field
+    if not response or not (prompt or text_template):
+        return None
+    return prompt, None if prompt else text_template, response
+
+
 def sibling_test_file(path: Path) -> Path | None:
     """`train.csv` -> `test.csv`, `x-train.jsonl` -> `x-test.jsonl`, when that file exists."""
     if not _TRAIN.search(path.name):

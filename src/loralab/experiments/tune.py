@@ -39,6 +39,7 @@ import yaml
 from rich.console import Console
 
 from loralab.data import Row, extract, read_rows, stratified_split
+from loralab.data.fields import lm_read_fields
 from loralab.errors import ConfigError, LoralabError, Problem
 from loralab.experiments.executor import POLL_SECONDS, LocalExecutor
 from loralab.experiments.jobs import Finished, Job
@@ -129,12 +130,14 @@ def read_training_rows(config: dict[str, Any]) -> tuple[list[Row], list[str], st
         if not d.get("label_field"):
             raise ConfigError([Problem(str(path), "data.label_field", "is not set", "name the label column")])
         text, template, label = d.get("text_field"), d.get("text_template"), d.get("label_field")
-    else:  # the fields train's LanguageModelingTask reads: prompt (or text/template) and response
-        text, label = (
-            d.get("prompt_field") or d.get("text_field"),
-            d.get("response_field") or d.get("label_field"),
-        )
-        template = None if text else d.get("text_template")
+    else:
+        keys = ("prompt_field", "text_field", "text_template", "response_field", "label_field")
+        fields = lm_read_fields(**{k: d.get(k) for k in keys})
+        if fields is None:
+            raise ConfigError(
+                [Problem(str(path), "data", "needs a prompt and a response", "name both columns")]
+            )
+        text, template, label = fields
     rowset = read_rows(path, text_field=text, text_template=template, label_field=label)
     fmt = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}.get(path.suffix.lower(), "jsonl")
     return rowset.rows, rowset.columns, fmt

@@ -32,6 +32,7 @@ from loralab.data import (
     save_class_weights,
     stratified_split,
 )
+from loralab.data.fields import lm_read_fields
 from loralab.errors import ConfigError, LoralabError, Problem
 from loralab.evaluate.classification import classification_metrics, evaluate_classification
 from loralab.io import is_main_process, write_json
@@ -302,25 +303,23 @@ class ClassificationTask(TaskStrategy):
 
 
 class LanguageModelingTask(TaskStrategy):
-    def _fields(self) -> tuple[str | None, str]:
+    def _read_path(self, path: Path) -> RowSet:
         d = self.cfg.data
-        response = d.response_field or d.label_field
-        if not response or not (d.prompt_field or d.text_field or d.text_template):
+        fields = lm_read_fields(
+            prompt_field=d.prompt_field,
+            text_field=d.text_field,
+            text_template=d.text_template,
+            response_field=d.response_field,
+            label_field=d.label_field,
+        )
+        if fields is None:
             raise self._problem(
                 "data",
                 f"{self.cfg.model.task} needs a prompt and a response",
                 "set data.prompt_field (or text_field/text_template) and data.response_field",
             )
-        return d.prompt_field or d.text_field, response
-
-    def _read_path(self, path: Path) -> RowSet:
-        prompt_field, response_field = self._fields()
-        return read_rows(
-            path,
-            text_field=prompt_field,
-            text_template=None if prompt_field else self.cfg.data.text_template,
-            label_field=response_field,
-        )
+        text, template, label = fields
+        return read_rows(path, text_field=text, text_template=template, label_field=label)
 
     def _read(self, path: str | None) -> RowSet | None:
         return self._read_path(self.cfg.resolve_path(path)) if path else None
