@@ -138,16 +138,28 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_shutdown_stops_a_running_job(executor: RayExecutor, tmp_path: Path) -> None:
+def _gone_within(pid: int, seconds: float) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and _alive(pid):
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+def _running_sleeper(tmp_path: Path) -> tuple[RayExecutor, int]:
+    """A new executor on the module's Ray running a 120 s sleeper, and the sleeper's pid once it runs."""
     pid_file = tmp_path / "pid"
     code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
-    # A second executor on the same Ray: its shutdown cancels its own job and leaves Ray running.
-    second = RayExecutor(max_parallel=1)
-    second.submit(_py(code, tmp_path / "sleeper.log", "sleeper"))
+    ex = RayExecutor(max_parallel=1)
+    ex.submit(_py(code, tmp_path / "sleeper.log", "sleeper"))
     deadline = time.monotonic() + 30
     while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
         time.sleep(0.1)
-    pid = int(pid_file.read_text())
+    return ex, int(pid_file.read_text())
+
+
+def test_shutdown_stops_a_running_job(executor: RayExecutor, tmp_path: Path) -> None:
+    # A second executor on the same Ray: its shutdown cancels its own job and leaves Ray running.
+    second, pid = _running_sleeper(tmp_path)
     t = time.monotonic()
     second.shutdown()
     # The polite cancel (KeyboardInterrupt in the task, which SIGTERMs its run) usually ends it at
@@ -157,10 +169,7 @@ def test_shutdown_stops_a_running_job(executor: RayExecutor, tmp_path: Path) -> 
     assert ray.is_initialized()  # the module's executor still owns it
     # After a forced cancel the run dies with its worker (PDEATHSIG), which the OS finishes a moment
     # later; the sleeper must be gone long before its 120 s.
-    gone = time.monotonic() + 10
-    while time.monotonic() < gone and _alive(pid):
-        time.sleep(0.1)
-    assert not _alive(pid)
+    assert _gone_within(pid, 10)
     assert second.running() == 0
 
 
@@ -169,24 +178,14 @@ def test_shutdown_force_cancels_when_the_polite_cancel_is_not_delivered(
 ) -> None:
     """The path two CI runs took: Ray did not raise KeyboardInterrupt in the task, so shutdown waited
     and force-cancelled; the run must still be gone."""
-    pid_file = tmp_path / "pid"
-    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
-    second = RayExecutor(max_parallel=1)
-    second.submit(_py(code, tmp_path / "sleeper.log", "sleeper"))
-    deadline = time.monotonic() + 30
-    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    pid = int(pid_file.read_text())
+    second, pid = _running_sleeper(tmp_path)
     real_cancel = ray.cancel
     monkeypatch.setattr(
         ray, "cancel", lambda ref, force=False: real_cancel(ref, force=True) if force else None
     )
     monkeypatch.setattr(ray_executor, "CANCEL_GRACE_S", 0.0)  # the wait is then 10 s
     second.shutdown()
-    gone = time.monotonic() + 10
-    while time.monotonic() < gone and _alive(pid):
-        time.sleep(0.1)
-    assert not _alive(pid)
+    assert _gone_within(pid, 10)
     assert second.running() == 0
 
 
