@@ -181,6 +181,14 @@ def test_plan_json_memory_and_time_for_seed000_on_four_gpus_zero2() -> None:
     fpt = (t["flops_per_step_forward"] + t["flops_per_step_backward"]) / (8 * 256)
     assert t["flops_per_token"] == pytest.approx(fpt)
     assert t["hours"] == pytest.approx(fpt * t["tokens"] / (4 * t["tflops_per_gpu"] * 1e12) / 3600)
+    # LoRA on layers 25-35 of 36, Qwen3 without dropout: layers 0-24 are cached
+    pc = obj["prefix_cache"]
+    assert pc["used"] and (pc["boundary_layer"], pc["num_layers"], pc["dtype"]) == (25, 36, "bfloat16")
+    # --tokens and no data file: 1,000,000 tokens (the validation 10% of them included) x 4096 x 2 bytes
+    assert pc["bytes_on_disk"] == 1_000_000 * 4096 * 2
+    step = t["flops_per_step_forward"] + t["flops_per_step_backward"]  # the time estimate's step
+    assert pc["flops_per_step_uncached"] == step
+    assert pc["speedup_step"] == pytest.approx(step / pc["flops_per_step_cached"])
 
 
 def test_plan_measure_twin_ratios() -> None:

@@ -3,6 +3,7 @@ measurement (which read the training data and the tokenizer), rendered or as JSO
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,13 @@ from loralab.arch.hf import default_task, max_length_problem, max_length_warning
 from loralab.arch.records import ArchRecord, ModuleRecord, name_pattern
 from loralab.arch.resolve import resolve_model
 from loralab.config import load_experiment
-from loralab.config.models import TASK_TO_TASK_TYPE, ExperimentConfig
+from loralab.config.models import TASK_TO_TASK_TYPE, ExperimentConfig, lm_validation_rows
 from loralab.data import infer_num_labels, read_rows
 from loralab.errors import ConfigError, Problem
 from loralab.io import print_json
-from loralab.plan.estimate.memory import MemoryEstimate, estimate_memory
-from loralab.plan.estimate.render_memory import measure_table, print_memory, time_table
+from loralab.plan.estimate.memory import MemoryEstimate, TrainSetup, estimate_memory
+from loralab.plan.estimate.prefix_cache import PrefixCacheEstimate, SplitTokens, estimate_prefix_cache
+from loralab.plan.estimate.render_memory import measure_table, print_memory, print_prefix_cache, time_table
 from loralab.plan.estimate.setup import Overrides, detected_gpu_memory, parse_size, setup_from_config
 from loralab.plan.estimate.timing import GPUS, TimeEstimate, estimate_time
 from loralab.plan.experiment import plan_experiment
@@ -49,7 +51,9 @@ def run_plan(
         notes.append(note)
     plan = plan_experiment(cfg, with_options=with_options)
     extra = extra or PlanExtras()
-    memory, time_est, measured = plan_extras(cfg, plan, extra, config)
+    counter = TokenCounter(cfg)
+    memory, time_est, measured = plan_extras(cfg, plan, extra, config, counter=counter)
+    cache = plan_prefix_cache(cfg, plan, memory, extra, counter)
     if as_json:
         obj = plan_to_json(plan)
         obj["notes"] = notes + obj["notes"] + (memory.notes if memory else [])
@@ -57,6 +61,7 @@ def run_plan(
             obj["memory"] = memory.to_json()
         if time_est is not None:
             obj["time"] = time_est.to_json()
+        obj["prefix_cache"] = cache.to_json()
         if measured is not None:
             obj["measure"] = {
                 "twin": measured.twin,
@@ -73,6 +78,7 @@ def run_plan(
         out.print(time_table(time_est))
         for n in time_est.notes:
             out.print(f"[dim]note: {n}[/]")
+    print_prefix_cache(cache, out)
     if measured is not None:
         out.print(measure_table(measured.rows))
         out.print(f"[dim]{measured.twin}[/]")
@@ -94,7 +100,7 @@ class PlanExtras:
 
 
 def plan_extras(
-    cfg: ExperimentConfig, plan: Plan, extra: PlanExtras, config: Path
+    cfg: ExperimentConfig, plan: Plan, extra: PlanExtras, config: Path, *, counter: TokenCounter | None = None
 ) -> tuple[MemoryEstimate, TimeEstimate | None, TwinComparison | None]:
     """Memory estimate (with a verdict when a budget is known), time estimate, twin measurement."""
     ov = extra.overrides or Overrides()
@@ -107,7 +113,7 @@ def plan_extras(
         budget = gpu_table_memory(extra.gpu) or detected_gpu_memory()
     memory = estimate_memory(plan, hf_cfg, setup, budget=budget)
     memory.notes[:0] = setup_notes
-    time_est = plan_time(cfg, memory, extra) if memory.modelled else None
+    time_est = plan_time(cfg, memory, extra, counter) if memory.modelled else None
     measured = None
     if extra.measure:
         measured = measure_twin(cfg, plan, setup)
@@ -139,14 +145,16 @@ def gpu_table_memory(name: str | None) -> int | None:
     return int(spec[1] * 2**30) if spec else None
 
 
-def plan_time(cfg: ExperimentConfig, memory: MemoryEstimate, extra: PlanExtras) -> TimeEstimate:
+def plan_time(
+    cfg: ExperimentConfig, memory: MemoryEstimate, extra: PlanExtras, counter: TokenCounter | None = None
+) -> TimeEstimate:
     """Hours for the configured epochs; tokens from --tokens, else from data.train_file. The FLOPs
     come from the replay the memory estimate already ran."""
     epochs = float(cfg.training_args.get("num_train_epochs") or 3.0)  # TrainingArguments' default
     if extra.tokens:
         tokens, source = int(extra.tokens), "--tokens (per epoch)"
     else:
-        tokens, source = data_tokens(cfg, memory.setup.seq_len)
+        tokens, source = data_tokens(cfg, memory.setup.seq_len, counter)
     return estimate_time(
         memory.activations,
         memory.setup,
@@ -159,7 +167,50 @@ def plan_time(cfg: ExperimentConfig, memory: MemoryEstimate, extra: PlanExtras) 
     )
 
 
-def data_tokens(cfg: ExperimentConfig, max_len: int) -> tuple[int, str]:
+class TokenCounter:
+    """Rows and token lengths of the data files, each file read and tokenized once (the time estimate
+    and the prefix cache both count the training file), the tokenizer loaded once."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        self._tok: Any = None
+        self._tried = False
+        self._lengths: dict[tuple[Path, str | None], tuple[int, list[int] | None]] = {}
+
+    def tokenizer(self) -> Any:
+        if not self._tried:
+            self._tried = True
+            try:
+                self._tok = load_tokenizer(self.cfg)
+            except Exception:  # offline hub id, no tokenizer files: callers fall back to the bound
+                self._tok = None
+        return self._tok
+
+    def count(self, path: Path, max_len: int, field: str | None = None) -> tuple[int, int | None]:
+        """(usable rows, their tokens truncated at max_len); tokens None without a tokenizer, 0 when
+        no row has text. `field`: count that column alone (a seq2seq encoder reads only the prompt)."""
+        key = (path, field)
+        if key not in self._lengths:
+            d = self.cfg.data
+            rows = read_rows(
+                path, text_field=d.text_field, text_template=d.text_template, label_field=d.label_field
+            )
+            tok = self.tokenizer()
+            if field:
+                texts = [str(r.fields[field]) for r in rows.rows if isinstance(r.fields.get(field), str)]
+            else:  # causal-lm / seq2seq rows have prompt and response fields rather than one rendered text
+                texts = rows.texts or [
+                    "\n".join(str(v) for v in r.fields.values() if isinstance(v, str)) for r in rows.rows
+                ]
+            lengths = None
+            if tok is not None:
+                lengths = [len(i) for i in tok(texts, truncation=False)["input_ids"]] if texts else []
+            self._lengths[key] = (len(rows.rows), lengths)
+        n, lengths = self._lengths[key]
+        return n, None if lengths is None else sum(min(x, max_len) for x in lengths)
+
+
+def data_tokens(cfg: ExperimentConfig, max_len: int, counter: TokenCounter | None = None) -> tuple[int, str]:
     """Tokens one epoch processes: the training rows (after extract_ratio) tokenized and truncated
     at `max_len` when the tokenizer loads; else rows x max_len, an upper bound. (0, why) without data."""
     d = cfg.data
@@ -168,22 +219,108 @@ def data_tokens(cfg: ExperimentConfig, max_len: int) -> tuple[int, str]:
     path = cfg.resolve_path(d.train_file)
     if not path.is_file():
         return 0, f"unknown: {path} not found (pass --tokens)"
-    rows = read_rows(path, text_field=d.text_field, text_template=d.text_template, label_field=d.label_field)
+    rows, tokens = (counter or TokenCounter(cfg)).count(path, max_len)
     ratio = float(d.extract_ratio or 1.0)
-    n = round(len(rows.rows) * ratio)
-    try:
-        tok = load_tokenizer(cfg)
-    except Exception:  # offline hub id, no tokenizer files: fall back to the bound
+    n = round(rows * ratio)
+    if tokens is None:
         return n * max_len, f"{n:,} rows x {max_len} (upper bound: the tokenizer is not available)"
-    # causal-lm / seq2seq rows have prompt and response fields rather than one rendered text
-    texts = rows.texts or [
-        "\n".join(str(v) for v in r.fields.values() if isinstance(v, str)) for r in rows.rows
-    ]
-    if not texts:
+    if not tokens:
         return 0, f"unknown: no usable rows in {path.name} (pass --tokens)"
-    lengths = [min(len(ids), max_len) for ids in tok(texts, truncation=False)["input_ids"]]
-    tokens = round(sum(lengths) * ratio)
-    return tokens, f"{n:,} rows of {path.name} tokenized (dynamic padding)"
+    return round(tokens * ratio), f"{n:,} rows of {path.name} tokenized (dynamic padding)"
+
+
+def plan_prefix_cache(
+    cfg: ExperimentConfig, plan: Plan, memory: MemoryEstimate, extra: PlanExtras, counter: TokenCounter
+) -> PrefixCacheEstimate:
+    """The frozen-prefix cache of the planned run (`prefix_cache`), with the splits it would store."""
+    m = cfg.model
+    hf_cfg = resolve_model(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code).config
+    setup = memory.setup
+    splits, notes = cache_splits(cfg, setup.seq_len, extra.tokens, counter)
+    est = estimate_prefix_cache(
+        plan,
+        hf_cfg,
+        setup,
+        mode=cfg.prefix_cache,
+        neftune_alpha=cfg.training_args.get("neftune_noise_alpha"),
+        padding_side=collator_padding_side(cfg, counter),
+        splits=splits,
+        epochs=float(cfg.training_args.get("num_train_epochs") or 3.0),
+        evals_per_epoch=evals_per_epoch(cfg, setup, splits),
+    )
+    est.notes[:0] = notes
+    return est
+
+
+def collator_padding_side(cfg: ExperimentConfig, counter: TokenCounter) -> str | None:
+    """The side `train` pads training batches on: LM collators pad on the right, seq-cls on the
+    tokenizer's side (None when the tokenizer does not load)."""
+    if cfg.model.task != "seq-cls":
+        return "right"
+    tok = counter.tokenizer()
+    return str(tok.padding_side) if tok is not None else None
+
+
+def cache_splits(
+    cfg: ExperimentConfig, max_len: int, tokens: int | None, counter: TokenCounter
+) -> tuple[dict[str, SplitTokens], list[str]]:
+    """Rows and tokens of each split the run has (what the cache stores). Training: the training file
+    after extract_ratio (--tokens replaces its count); validation: data.validation_file, else the ~10%
+    `train` carves from the training rows; test: data.test_file. A seq2seq encoder reads the prompts."""
+    d, notes = cfg.data, []
+    field = d.prompt_field if cfg.model.task == "seq2seq" else None
+
+    def counted(name: str | None, ratio: float = 1.0) -> SplitTokens | None:
+        if not name:
+            return None
+        path = cfg.resolve_path(name)
+        if not path.is_file():
+            notes.append(f"{path} not found: its tokens are unknown")
+            return SplitTokens(None, None)
+        rows, toks = counter.count(path, max_len, field)
+        n = round(rows * ratio)
+        if toks is None:  # no tokenizer: the same bound as the time estimate
+            notes.append(f"{path.name}: rows x {max_len} tokens (upper bound: no tokenizer)")
+            return SplitTokens(n, n * max_len)
+        return SplitTokens(n, round(toks * ratio))
+
+    train = counted(d.train_file, float(d.extract_ratio or 1.0)) or SplitTokens(None, None)
+    if tokens:
+        train = SplitTokens(train.rows, int(tokens))
+    splits = {"train": train}
+    val = counted(d.validation_file)
+    evaluates = str(cfg.training_args.get("eval_strategy", "no")) != "no"
+    if val is None and (evaluates or cfg.model.task != "seq-cls"):
+        val = SplitTokens(None, None)
+        if train.tokens:  # seq-cls's stratified 10% lands within a row or two of the LM split's
+            n_val = lm_validation_rows(train.rows) if train.rows else None
+            share = n_val / train.rows if n_val and train.rows else 0.1
+            val = SplitTokens(n_val, round(train.tokens * share))
+            rest = train.rows - n_val if train.rows and n_val else None
+            splits["train"] = SplitTokens(rest, train.tokens - (val.tokens or 0))
+            notes.append(f"validation: {share:.0%} of the training rows (and of its tokens)")
+    if val is not None:
+        splits["validation"] = val
+    test = counted(d.test_file)
+    if test is not None:
+        splits["test"] = test
+    return splits, notes
+
+
+def evals_per_epoch(cfg: ExperimentConfig, setup: TrainSetup, splits: dict[str, SplitTokens]) -> float | None:
+    """Validation passes per epoch: 1 for eval_strategy epoch, steps per epoch / eval_steps for steps
+    (None when the training rows are unknown), 0 without evaluation or without a validation split."""
+    ta = cfg.training_args
+    strategy = str(ta.get("eval_strategy", "no"))
+    if "validation" not in splits or strategy == "no":
+        return 0.0
+    if strategy == "epoch":
+        return 1.0
+    rows, every = splits["train"].rows, ta.get("eval_steps") or ta.get("logging_steps") or 500
+    if not rows or float(every) < 1:
+        return None
+    batch = setup.micro_batch * int(ta.get("gradient_accumulation_steps") or 1) * setup.gpus
+    return math.ceil(rows / batch) / float(every)
 
 
 def module_rows(arch: ArchRecord, show_all: bool) -> list[dict[str, Any]]:

@@ -33,7 +33,9 @@ TOP_LEVEL_KEYS = (
     "deepspeed",
     "tracking",
     "seed",
+    "prefix_cache",
 )
+PREFIX_CACHE_MODES = ("auto", "on", "off")
 
 
 def _duplicate_keys(node: yaml.Node, path: str, seen_nodes: set[int]) -> list[tuple[str, int]]:
@@ -133,6 +135,7 @@ def load_experiment(path: str | Path, *, schemas: Schemas | None = None) -> Expe
     seed = raw.get("seed")
     if seed is not None and not check_int(ctx, "seed", seed, minimum=0):
         seed = None
+    prefix_cache = prefix_cache_mode(raw.get("prefix_cache", "auto"), ctx)
     lora_fields, lora_prefix, enable = raw_lora(raw, ctx)
     model, task_given = build_model(raw.get("model"), task_hint(lora_fields), ctx)
     lora = build_lora(lora_fields, lora_prefix, enable, schemas.lora, model.task, task_given, ctx)
@@ -166,9 +169,25 @@ def load_experiment(path: str | Path, *, schemas: Schemas | None = None) -> Expe
         tracking=tracking,
         experiment=experiment,
         seed=seed,
+        prefix_cache=prefix_cache,
         notes=list(ctx.notes.items),
         raw=raw,
     )
+
+
+def prefix_cache_mode(value: Any, ctx: Ctx) -> str:
+    """`prefix_cache` as one of auto | on | off. YAML 1.1 reads a bare `on` / `off` as true / false,
+    so the booleans are taken as the words the user wrote."""
+    if value is True or value is False:
+        return "on" if value else "off"
+    if isinstance(value, str) and value.strip().lower() in PREFIX_CACHE_MODES:
+        return value.strip().lower()
+    ctx.problem(
+        "prefix_cache",
+        f"{value!r} is not a prefix cache mode",
+        "use auto (cache the frozen lower layers when that is exact), on, or off",
+    )
+    return "auto"
 
 
 def _deepspeed(top: Any, from_args: Any, ctx: Ctx) -> tuple[dict[str, Any] | None, Path | None]:

@@ -114,6 +114,8 @@ class ExperimentConfig:
     tracking: dict[str, Any] | None = None  # {backend: mlflow, uri, experiment_name, run_name, tags}
     experiment: dict[str, Any] | None = None  # {name, phase, ...}, free-form
     seed: int | None = None
+    # auto | on | off: compute the frozen layers below the lowest adapter once (loralab.train.prefix_cache)
+    prefix_cache: str = "auto"
     notes: list[str] = field(default_factory=list)  # one line per legacy field mapped, default filled, ...
     raw: dict[str, Any] = field(default_factory=dict)  # the YAML mapping as read, for `diff`
 

@@ -240,10 +240,12 @@ def run_stack(
     d: Dims,
     cfg: dict[str, Any],
     kwargs: tuple[Act, ...] = (),
+    start: int = 0,
 ) -> Act:
-    """Each layer in turn; under gradient checkpointing a layer keeps only its inputs, and its own
-    activations come back for one layer at a time during backward (ActivationEstimate.largest_layer)."""
-    for i in range(n_layers):
+    """Each layer from `start` on in turn (the layers below it are a cached prefix and do not run);
+    under gradient checkpointing a layer keeps only its inputs, and its own activations come back for
+    one layer at a time during backward (ActivationEstimate.largest_layer)."""
+    for i in range(start, n_layers):
         name = f"{prefix}.{i}"
         t.part = name
         before = dict(t.saved)
@@ -375,17 +377,20 @@ def replay(
     if mt in BART_LIKE:
         s_dec = setup.decoder_len or s
         de, dd = dims(cfg, b, s, prefix="encoder_"), dims(cfg, b, s_dec, prefix="decoder_")
-        x = t.layernorm(embed(t, arch, b, s, de.hidden), de.hidden)  # layernorm_embedding
-        x = t.dropout(x, float(cfg.get("dropout") or 0.0))
-        enc = run_stack(
-            t,
-            "model.encoder.layers",
-            arch.layers_per_stack["model.encoder.layers"],
-            x,
-            lambda tt, p, xx, d, c: bart_layer(tt, p, xx, d, c, None, s),
-            de,
-            cfg,
-        )
+        if setup.cached_encoder:  # the stored last_hidden_state: the encoder does not run
+            enc = t.new(b * s * de.hidden, setup.dtype, False)
+        else:
+            x = t.layernorm(embed(t, arch, b, s, de.hidden), de.hidden)  # layernorm_embedding
+            x = t.dropout(x, float(cfg.get("dropout") or 0.0))
+            enc = run_stack(
+                t,
+                "model.encoder.layers",
+                arch.layers_per_stack["model.encoder.layers"],
+                x,
+                lambda tt, p, xx, d, c: bart_layer(tt, p, xx, d, c, None, s),
+                de,
+                cfg,
+            )
         dec_masks: tuple[Act, ...] = ()
         if setup.gradient_checkpointing and setup.attn_implementation == "eager":  # the causal mask
             dec_masks = (t.global_tensor("eager_mask", b * s_dec * s_dec, setup.dtype),)
@@ -411,19 +416,25 @@ def replay(
             **dict.fromkeys(NEOX_LIKE, neox_layer),
             **dict.fromkeys(GEMMA2_LIKE, gemma2_layer),
         }[mt]
-        x = embed(t, arch, b, s, d.hidden)
-        if mt in BERT_LIKE:  # embeddings' LayerNorm and dropout
-            x = t.dropout(t.layernorm(x, d.hidden), float(cfg.get("hidden_dropout_prob") or 0.0))
-        elif mt in GPT2_LIKE:
-            x = t.dropout(x, float(cfg.get("embd_pdrop") or 0.0))
         ((prefix, n),) = arch.layers_per_stack.items()
+        first = min(setup.cached_prefix_layers, n)
+        if first:
+            # the boundary layer's input read from the cache: a plain tensor, so the gradient stops
+            # there even where enable_input_require_grads would carry it to the embedding
+            x = t.new(b * s * d.hidden, setup.dtype, False)
+        else:
+            x = embed(t, arch, b, s, d.hidden)
+            if mt in BERT_LIKE:  # embeddings' LayerNorm and dropout
+                x = t.dropout(t.layernorm(x, d.hidden), float(cfg.get("hidden_dropout_prob") or 0.0))
+            elif mt in GPT2_LIKE:
+                x = t.dropout(x, float(cfg.get("embd_pdrop") or 0.0))
         kwargs: tuple[Act, ...] = ()
         if setup.gradient_checkpointing:  # tensors passed to every layer, held by each checkpoint
             if mt not in BERT_LIKE:
                 kwargs += (t.global_tensor("position_ids", s, "int64"),)
             if setup.attn_implementation == "eager" and mt not in BERT_LIKE:
                 kwargs += eager_masks(t, mt, cfg, b, s)
-        x = run_stack(t, prefix, n, x, fn, d, cfg, kwargs)
+        x = run_stack(t, prefix, n, x, fn, d, cfg, kwargs, start=first)
         head_loss(t, arch, final_norm(t, arch, x, d), d, cfg, rows=b * s)
     return ActivationEstimate(
         total=t.total(),

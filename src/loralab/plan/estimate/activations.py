@@ -60,6 +60,10 @@ class ActivationSetup:
     decoder_len: int | None = None  # seq2seq: label length (default: seq_len)
     adapter_dtype: str = "float32"  # PEFT's autocast_adapter_dtype=True keeps LoRA weights in fp32
     input_requires_grad: bool = False  # enable_input_require_grads(): gradient flows to the bottom
+    # prefix_cache: the embedding and the first k layers of the (single) stack ran once, ahead of
+    # training; the step starts from their stored output, a tensor that needs no gradient
+    cached_prefix_layers: int = 0
+    cached_encoder: bool = False  # seq2seq: the whole encoder is cached, the decoder reads its output
 
 
 @dataclass

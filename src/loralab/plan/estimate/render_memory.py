@@ -1,4 +1,4 @@
-"""Rich tables for the memory, time and twin-measurement parts of `loralab plan`."""
+"""Rich tables for the memory, time, prefix-cache and twin-measurement parts of `loralab plan`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.table import Table
 
 from loralab.plan.estimate.memory import DEVICE_TERMS, HOST_TERMS, MemoryEstimate
+from loralab.plan.estimate.prefix_cache import PrefixCacheEstimate
+from loralab.plan.render import human_bytes
 
 GIB = 2**30
 
@@ -160,4 +162,55 @@ def print_memory(est: MemoryEstimate, console: Console) -> None:
     for line in verdict_lines(est):
         console.print(line)
     for n in est.notes:
+        console.print(f"[dim]note: {n}[/]")
+
+
+def _speedup(x: float | None, unknown: str) -> str:
+    return f"{x:.2f}x" if x is not None else unknown
+
+
+def prefix_cache_table(pc: PrefixCacheEstimate) -> Table:
+    """The `PrefixCacheEstimate`: what is cached, its size and cost, and the predicted speedups
+    (ratios of matmul FLOPs; the module docstring of loralab.plan.estimate.prefix_cache has the
+    formulas). Without a prefix only the verdict and its reason."""
+    t = Table(title=f"Prefix cache (prefix_cache: {pc.mode})", title_justify="left")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    t.add_row("used in training", "yes" if pc.used else "no")
+    t.add_row("  why", pc.reason)
+    if not pc.cached_layers:
+        return t
+    where = "the decoder" if pc.encoder else f"layer {pc.boundary_layer} of {pc.num_layers} ({pc.stack})"
+    t.add_row("training starts at", where)
+    t.add_row("cached", f"{pc.layers_text}: {pc.hidden:,} x {pc.dtype} per token")
+    size = human_bytes(pc.bytes_on_disk) if pc.bytes_on_disk is not None else UNKNOWN_TOKENS
+    t.add_row("on disk (every split)", size)
+    for name, sp in pc.splits.items():
+        rows = f"{sp.rows:,} rows" if sp.rows is not None else "rows unknown"
+        toks = f"{sp.tokens:,} tokens" if sp.tokens is not None else "tokens unknown"
+        t.add_row(f"  {name}", f"{rows}, {toks}")
+    flops = (
+        ("build (the prefix's forward over every cached token)", pc.build_flops),
+        ("FLOPs per micro-batch step without the cache", pc.flops_per_step_uncached),
+        ("FLOPs per micro-batch step with the cache", pc.flops_per_step_cached),
+    )
+    for label, value in flops:
+        t.add_row(label, si(value, "FLOP") if value is not None else "unknown")
+    t.add_row("predicted speedup per step", _speedup(pc.speedup_step, "unknown"))
+    evals = pc.evals_per_epoch
+    passes = f" + {evals:g} validation pass{'es' if evals != 1 else ''}" if evals else ""
+    if evals is None:
+        passes = " + validation passes"
+    t.add_row(f"  per epoch (training{passes})", _speedup(pc.speedup_epoch, UNKNOWN_TOKENS))
+    scoring = " + test scoring" if "test" in pc.splits else ""
+    t.add_row(
+        f"  whole run ({pc.epochs:g} epoch{'' if pc.epochs == 1 else 's'} + the build{scoring})",
+        _speedup(pc.speedup_run, UNKNOWN_TOKENS),
+    )
+    return t
+
+
+def print_prefix_cache(pc: PrefixCacheEstimate, console: Console) -> None:
+    console.print(prefix_cache_table(pc))
+    for n in pc.notes:
         console.print(f"[dim]note: {n}[/]")
