@@ -285,6 +285,19 @@ def train_cmd(
         int,
         typer.Option("--num-processes", "-n", help="Data-parallel processes (DDP via accelerate launch)."),
     ] = 1,
+    prefix_cache: Annotated[
+        str | None,
+        typer.Option(
+            "--prefix-cache",
+            help="auto | on | off: compute the frozen layers below the adapters once (overrides the config).",
+        ),
+    ] = None,
+    prefix_cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--prefix-cache-dir", help="Folder for the prefix cache (default: RUN_DIR/prefix_cache)."
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune with LoRA: preflight checks, then training, evaluation and the run record."""
 
@@ -294,13 +307,16 @@ def train_cmd(
         from loralab.train.run import launch_distributed, train
 
         num = 1 if check else num_processes  # the checks run once, in this process
+        cache: dict[str, Any] = {"prefix_cache": prefix_cache, "prefix_cache_dir": prefix_cache_dir}
         if num > 1:
-            code = launch_distributed(config, num_processes=num, output=output, resume=resume, quiet=quiet)
+            code = launch_distributed(
+                config, num_processes=num, output=output, resume=resume, quiet=quiet, **cache
+            )
             if code:
                 raise typer.Exit(code)
             return
 
-        result = train(config, output=output, resume=resume, quiet=quiet, check_only=check)
+        result = train(config, output=output, resume=resume, quiet=quiet, check_only=check, **cache)
         if result is not None:
             m = result.metrics
             shown = {k: m[k] for k in ("accuracy", "weighted_f1", "macro_f1", "loss", "perplexity") if k in m}

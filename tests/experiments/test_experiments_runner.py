@@ -148,7 +148,9 @@ def test_results_failures_and_the_record(tmp_path: Path, base: Path) -> None:
             assert r.diagnosis is not None and r.diagnosis.signature == "nan-loss"
             assert r.log == str(tmp_path / "out" / "runs" / r.id / "train.log")
     argv = ex.submitted[0].argv
-    assert argv[1:4] == ["-m", "loralab", "train"] and argv[-1] == "--quiet" and "--resume" not in argv
+    assert argv[1:4] == ["-m", "loralab", "train"] and "--quiet" in argv and "--resume" not in argv
+    # every run of the study shares one prefix cache folder (issue 13)
+    assert argv[argv.index("--prefix-cache-dir") + 1] == str(tmp_path / "out" / "prefix_cache")
     assert (tmp_path / "out" / "study.yaml").read_text() == study.read_text()
 
 

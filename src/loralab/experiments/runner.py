@@ -69,6 +69,9 @@ COMPLETE_MARKER = ".complete"
 METRIC_NAMES = tuple(dict.fromkeys((*CLASSIFICATION_METRICS, *GENERATION_METRICS)))
 
 
+PREFIX_CACHE_SUBDIR = "prefix_cache"
+
+
 class StudyRefused(LoralabError):
     """The study directory cannot be used as asked; nothing was run."""
 
@@ -418,6 +421,9 @@ class _Study:
             "--output",
             str(run_dir),
             "--quiet",
+            # One folder for the study: runs that share the frozen prefix share its cache (issue 13).
+            "--prefix-cache-dir",
+            str(self.out / PREFIX_CACHE_SUBDIR),
         ]
         argv += ["--resume"] if resume else []
         log = Path(str(rec.log))

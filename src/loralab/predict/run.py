@@ -19,6 +19,7 @@ from loralab.io import quiet_libraries, tensor_names, write_json
 from loralab.predict.files import ADAPTER_WEIGHTS, FIX_CONFIG, FIX_RUN, check_run_files
 from loralab.train.loading import load_model
 from loralab.train.precision import choose_precision
+from loralab.train.prefix_cache import reuse_run_cache
 from loralab.train.tasks import MAX_GENERATE_EVALUATE, task_for
 
 PREDICT_BATCH = 128
@@ -106,13 +107,15 @@ def evaluate_run(
     model, tokenizer = load_run_model(run_dir, cfg)
     ex = task.eval_examples(tokenizer, rows)
     name = split if data is None else path.name
+    # The run's test split scored again reads the run's prefix cache when it is there (issue 13).
+    collator, _ = reuse_run_cache(cfg, model, run_dir, {name: ex}, task.collator(model, tokenizer))
     with Progress(transient=True) as bar:
         t = bar.add_task("predict", total=len(ex))
         scored = task.score(
             model,
             tokenizer,
             ex,
-            task.collator(model, tokenizer),
+            collator,
             split=name,
             batch_size=PREDICT_BATCH,
             max_generate=MAX_GENERATE_EVALUATE,

@@ -40,6 +40,8 @@ from loralab.data import (
     unseen_note,
 )
 from loralab.errors import ConfigError, LoralabError, PlanError, Problem
+from loralab.plan.estimate.prefix_cache import estimate_prefix_cache
+from loralab.plan.estimate.setup import Overrides, setup_from_config
 from loralab.train.findings import Finding
 from loralab.train.loading import (
     QLORA_ON_CPU,
@@ -105,6 +107,7 @@ def run_preflight(
         check_offload,
         check_data,
         check_memory,
+        check_prefix_cache,
     ]
     if with_twin:
         checks.append(check_twin)
@@ -552,6 +555,34 @@ def check_memory(ctx: _Ctx) -> list[Finding]:
             "or a bigger device",
         )
     ]
+
+
+def check_prefix_cache(ctx: _Ctx) -> list[Finding]:
+    """Whether the frozen layers below the adapters will be computed once (`prefix_cache`), and why not
+    when they will not: foreseen from the plan; training decides on the loaded model by the same rules
+    and records its verdict in record.json."""
+    if ctx.plan is None or ctx.config is None:
+        return []
+    cfg = ctx.cfg
+    setup, _ = setup_from_config(cfg, ctx.plan.arch, Overrides())
+    side = getattr(ctx.tokenizer, "padding_side", None) if cfg.model.task == "seq-cls" else "right"
+    est = estimate_prefix_cache(
+        ctx.plan,
+        ctx.config,
+        setup,
+        mode=cfg.prefix_cache,
+        neftune_alpha=cfg.training_args.get("neftune_noise_alpha"),
+        padding_side=side,
+    )
+    if not est.used and est.boundary_layer == 0 and cfg.prefix_cache == "auto":
+        return []  # nothing below the adapters is frozen: nothing to say
+    text = est.reason
+    if est.used and est.speedup_step:
+        text += f"; predicted {est.speedup_step:.2f}x per training step"
+    fix = ""
+    if cfg.prefix_cache == "on" and est.used and "eval mode" in est.reason:
+        fix = "this changes what is trained (the prefix's dropout is off); prefix_cache: auto keeps it exact"
+    return [Finding("prefix_cache", "info", text, fix)]
 
 
 # ---- the twin ------------------------------------------------------------------------------------

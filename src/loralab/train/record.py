@@ -29,6 +29,7 @@ class RunState(Protocol):
     notes: list[str]
     trainer: Any
     mlflow: Any  # the run's MLflowCallback, or None when tracking is off
+    prefix: Any  # the run's PrefixCache (None before setup)
 
 
 PACKAGES = (
@@ -99,6 +100,8 @@ def build_record(session: RunState, seconds: float) -> dict[str, Any]:
             "precision": session.policy.reason if session.policy is not None else None,
             # A study stores it (RunRecord.mlflow_run_id) so a resumed run reattaches to this run.
             "mlflow_run_id": getattr(session.mlflow, "run_id", None),
+            # `on` over a random prefix changes what is trained: the record says so (issue 13).
+            "prefix_cache": session.prefix.to_json() if session.prefix is not None else None,
             "notes": session.notes,
         }
     )

@@ -43,6 +43,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from loralab.config import load_experiment
+from loralab.config.loader import PREFIX_CACHE_MODES
 from loralab.config.models import ExperimentConfig
 from loralab.data import file_digest, infer_num_labels
 from loralab.errors import LoralabError
@@ -413,9 +414,17 @@ def train(
     resume: bool = False,
     quiet: bool = False,
     check_only: bool = False,
+    prefix_cache: str | None = None,
+    prefix_cache_dir: Path | None = None,
 ) -> RunResult | None:
-    """Preflight, then setup / fit / validate. Returns None for `check_only`."""
+    """Preflight, then setup / fit / validate. Returns None for `check_only`.
+
+    `prefix_cache` (auto | on | off) overrides the config's; it is recorded in config.yaml like any
+    setting, since `on` can change what is trained. `prefix_cache_dir`: where the cache goes (a study
+    passes one folder to all its runs)."""
     cfg = config if isinstance(config, ExperimentConfig) else load_experiment(config)
+    if prefix_cache is not None:
+        override_prefix_cache(cfg, prefix_cache)
     console = Console(stderr=True, quiet=quiet or not is_main_process())
     if cfg.model.task == "seq-cls" and cfg.model.num_labels is None:
         # Inferred before preflight and before config.yaml is written, so both see the number.
@@ -461,7 +470,7 @@ def train(
     t0 = time.perf_counter()
     session: Session | None = None
     try:
-        session = Session(cfg, run_dir, quiet=quiet)
+        session = Session(cfg, run_dir, quiet=quiet, prefix_cache_dir=prefix_cache_dir)
         session.notes.extend(start_notes)
         session.setup()
         session.fit(resume=resume)
@@ -478,6 +487,13 @@ def train(
     return RunResult(run_dir, metrics, record, time.perf_counter() - t0, session.notes)
 
 
+def override_prefix_cache(cfg: ExperimentConfig, mode: str) -> None:
+    if mode not in PREFIX_CACHE_MODES:
+        raise LoralabError(f"--prefix-cache {mode!r}: use one of {', '.join(PREFIX_CACHE_MODES)}")
+    cfg.prefix_cache = mode
+    cfg.raw["prefix_cache"] = mode
+
+
 def _skipped_preflight() -> PreflightReport:
     return PreflightReport(findings=[])
 
@@ -489,7 +505,14 @@ def _free_port() -> int:
 
 
 def launch_distributed(
-    config: Path, *, num_processes: int, output: Path | None, resume: bool, quiet: bool
+    config: Path,
+    *,
+    num_processes: int,
+    output: Path | None,
+    resume: bool,
+    quiet: bool,
+    prefix_cache: str | None = None,
+    prefix_cache_dir: Path | None = None,
 ) -> int:
     """Run `loralab train` in `num_processes` processes (DDP: gloo on CPU, NCCL on GPUs) with torchrun.
 
@@ -507,6 +530,8 @@ def launch_distributed(
     cmd += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
     cmd += ["-m", "loralab", "train", str(config), "--output", str(run_dir)]
     cmd += ["--resume"] * resume + ["--quiet"] * quiet
+    cmd += ["--prefix-cache", prefix_cache] if prefix_cache else []
+    cmd += ["--prefix-cache-dir", str(prefix_cache_dir)] if prefix_cache_dir else []
     return subprocess.call(cmd)
 
 

@@ -18,10 +18,11 @@ from loralab.config.models import ExperimentConfig
 from loralab.errors import LoralabError
 from loralab.io import is_main_process, write_json
 from loralab.plan.planner import Plan
-from loralab.train.batching import ExampleDataset, Examples, PadCollator
+from loralab.train.batching import ExampleDataset, Examples
 from loralab.train.callbacks import RichProgressCallback, StepLogCallback
 from loralab.train.loading import apply_lora, load_model, load_tokenizer, lora_kwargs, model_input_names
 from loralab.train.precision import PrecisionPolicy, choose_precision, training_args_overrides
+from loralab.train.prefix_cache import PrefixCache, PrefixCacheCallback, decide
 from loralab.train.record import build_record, environment
 from loralab.train.tasks import TaskStrategy, task_for
 from loralab.train.tracking import mlflow_callback
@@ -29,9 +30,19 @@ from loralab.train.trainer import LoralabTrainer, complete_checkpoints
 
 
 class Session:
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path, *, quiet: bool = False):
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        run_dir: Path,
+        *,
+        quiet: bool = False,
+        prefix_cache_dir: Path | None = None,
+    ):
         self.cfg = cfg
         self.run_dir = run_dir
+        # A study passes one folder for all its runs: runs that share the boundary share the cache.
+        self.prefix_cache_dir = prefix_cache_dir or run_dir / "prefix_cache"
+        self.prefix: PrefixCache | None = None
         self.quiet = quiet
         self.console = Console(stderr=True, quiet=quiet)
         self.task: TaskStrategy = task_for(cfg)
@@ -58,8 +69,30 @@ class Session:
         if "token_type_ids" not in model_input_names(model, tokenizer):
             for ex in self.splits.values():
                 ex.token_type_ids = None
-        self.collator: PadCollator = self.task.collator(model, tokenizer)
+        self.collator: Any = self.task.collator(model, tokenizer)
+        self._prefix_cache()
         self._build_trainer()
+
+    def _prefix_cache(self) -> None:
+        train = self.splits["train"]
+        decision = decide(
+            self.model,
+            self.cfg,
+            mode=self.cfg.prefix_cache,
+            padding_side=self.collator.padding_side,
+            probe_ids=train.input_ids[0] if len(train) else [],
+            token_type=train.token_type_ids is not None,
+        )
+        self.console.print(f"prefix cache ({self.cfg.prefix_cache}): {decision.reason}")
+        self.prefix = cache = PrefixCache(decision, self.prefix_cache_dir)
+        if decision.eval_mode_note:
+            self.notes.append(decision.eval_mode_note)
+            self.console.print(f"[bold yellow]note:[/] {decision.eval_mode_note}")
+        if not decision.used:
+            return
+        cache.prepare(self.cfg, self.model, self.splits, self.console)
+        cache.install(self.model)
+        self.collator = cache.collator(self.collator)
 
     def _training_args(self) -> Any:
         ta = dict(self.cfg.training_args)
@@ -99,6 +132,8 @@ class Session:
         trainer.remove_callback(PrinterCallback)  # rich progress and train_log.jsonl replace both
         trainer.add_callback(StepLogCallback(self.run_dir / "train_log.jsonl", trainer))
         trainer.add_callback(RichProgressCallback(trainer, quiet=self.quiet))
+        if self.prefix is not None and self.prefix.used:
+            trainer.add_callback(PrefixCacheCallback(self.prefix))
         exp = self.cfg.experiment or {}
         patience = self.cfg.raw.get("early_stopping_patience") or exp.get("early_stopping_patience")
         # Seed 000 stops when 5 evaluations gain less than 0.5 point: that is the threshold.
