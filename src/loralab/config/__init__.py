@@ -5,7 +5,7 @@ cfg = load_experiment("experiment.yaml")   # raises loralab.errors.ConfigError l
 cfg.model.name_or_path, cfg.lora_config_dict(), cfg.training_args, cfg.notes
 """
 
-from loralab.config.loader import TOP_LEVEL_KEYS, load_experiment, read_yaml
+from loralab.config.loader import TOP_LEVEL_KEYS, load_experiment, read_config_file, read_yaml
 from loralab.config.models import (
     TASK_TO_TASK_TYPE,
     TASK_TYPE_TO_TASK,
@@ -34,5 +34,6 @@ __all__ = [
     "Task",
     "load_experiment",
     "load_schemas",
+    "read_config_file",
     "read_yaml",
 ]

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from loralab.config._common import Ctx, check_int, unknown_key
+from loralab.config.formats import (
+    MODELLESS,
+    TOOL_NAMES,
+    Converted,
+    check_format,
+    convert_raw,
+    detect_format,
+    resolve_auto,
+)
 from loralab.config.lora import build_lora, raw_lora, task_hint
-from loralab.config.models import ExperimentConfig
+from loralab.config.models import ExperimentConfig, ModelConfig, Task
 from loralab.config.schema import Schemas, load_schemas
 from loralab.config.sections import (
     build_data,
@@ -115,19 +125,103 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_experiment(path: str | Path, *, schemas: Schemas | None = None) -> ExperimentConfig:
-    """Load, validate and normalise one experiment YAML file.
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The file's top-level mapping: JSON for a .json file (YAML 1.1 would read `3e-5` there as text),
+    YAML otherwise; a `ConfigError` if it is missing, unreadable, or not a mapping."""
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return read_yaml(path)
+    file = str(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicates(file))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(file, "", f"cannot read the file: {exc}", "check it")]) from exc
+    except json.JSONDecodeError as exc:
+        message = f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        raise ConfigError([Problem(file, "", message, "fix the JSON")]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [Problem(file, "", f"the top level must be a mapping, got {type(data).__name__}", "")]
+        )
+    return data
 
-    Raises `ConfigError` listing every problem found. `schemas` overrides the field snapshot (tests).
-    Never imports torch, peft or transformers, unless the installed peft/transformers differ from the
-    snapshot and none is cached yet (then a subprocess generates one).
+
+def _no_duplicates(file: str) -> Any:
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            problems = [
+                Problem(file, k, "given twice; JSON keeps only the last one", "remove one") for k in twice
+            ]
+            raise ConfigError(problems)
+        return dict(pairs)
+
+    return hook
+
+
+def load_experiment(
+    path: str | Path,
+    *,
+    schemas: Schemas | None = None,
+    fmt: str | None = None,
+    require_model: bool = True,
+) -> ExperimentConfig:
+    """Load, validate and normalise one experiment file.
+
+    The file is loralab's experiment YAML or another tool's configuration (loralab.config.formats):
+    Axolotl, LLaMA-Factory, DeepSpeed or TrainingArguments, told from its keys unless `fmt` names it;
+    it is converted to loralab's form first, with that tool's defaults and a note per key not used.
+    A DeepSpeed or TrainingArguments file names no model: refused unless `require_model` is False
+    (then `has_model` is False). Raises `ConfigError` listing every problem found. `schemas` overrides
+    the field snapshot (tests). Never imports torch, peft or transformers, unless the installed
+    peft/transformers differ from the snapshot and none is cached yet (then a subprocess generates one).
     """
     source = Path(path).expanduser().absolute()
-    raw = read_yaml(source)
-    ctx = Ctx(file=str(path), base_dir=source.parent)
+    original = read_config_file(source)
+    fmt = check_format(fmt, str(path)) if fmt else detect_format(original, str(path))
     schemas = schemas or load_schemas()
+    defaults = {name: spec.default for name, spec in schemas.training.items()}
+    converted = convert_raw(original, fmt, defaults)
+    raw = converted.mapping
+    has_model = fmt not in MODELLESS or "model" in raw
+    if not has_model and require_model:
+        tool = TOOL_NAMES[fmt]
+        raise ConfigError(
+            [
+                Problem(
+                    str(path),
+                    "",
+                    f"a {tool} file names no model, and a model is needed here",
+                    f"pass a training config that names the model and refers to this file "
+                    f"(e.g. `deepspeed: {source.name}` in it)"
+                    if fmt == "deepspeed"
+                    else "pass a training config that names the model",
+                )
+            ]
+        )
+    ctx = Ctx(file=str(path), base_dir=source.parent)
     for note in schemas.notes:
         ctx.note(note)
+    if fmt != "loralab":
+        ctx.note(f"read in {TOOL_NAMES[fmt]}'s format and converted to loralab's experiment")
+        for note in converted.notes:
+            ctx.note(note)
+    cfg = _build(raw, schemas, defaults, ctx, has_model)
+    if ctx.problems:
+        raise ConfigError(_blame(ctx.problems, converted, fmt))
+    cfg.source = source
+    cfg.notes = list(ctx.notes.items)
+    if fmt != "loralab":
+        cfg.source_format, cfg.original, cfg.mapped = fmt, original, list(converted.mapped)
+    if fmt == "deepspeed" and cfg.deepspeed_file is None:
+        cfg.deepspeed_file = source
+    return cfg
+
+
+def _build(
+    raw: dict[str, Any], schemas: Schemas, defaults: dict[str, Any], ctx: Ctx, has_model: bool
+) -> ExperimentConfig:
+    """Every section of loralab's experiment mapping validated into the config (problems in `ctx`)."""
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
             unknown_key(ctx, "", str(key), TOP_LEVEL_KEYS, "top-level section", listing=True)
@@ -137,14 +231,21 @@ def load_experiment(path: str | Path, *, schemas: Schemas | None = None) -> Expe
         seed = None
     prefix_cache = prefix_cache_mode(raw.get("prefix_cache", "auto"), ctx)
     lora_fields, lora_prefix, enable = raw_lora(raw, ctx)
-    model, task_given = build_model(raw.get("model"), task_hint(lora_fields), ctx)
+    model, task_given = _model(raw, task_hint(lora_fields), ctx, has_model)
     lora = build_lora(lora_fields, lora_prefix, enable, schemas.lora, model.task, task_given, ctx)
     training_args, ta_deepspeed = build_training_args(raw.get("training_args"), schemas.training, seed, ctx)
     deepspeed, deepspeed_file = _deepspeed(raw.get("deepspeed"), ta_deepspeed, ctx)
     if deepspeed is not None:
         check_deepspeed(deepspeed, deepspeed_file, ctx)
-        defaults = {name: spec.default for name, spec in schemas.training.items()}
         check_deepspeed_vs_args(deepspeed, training_args, defaults, ctx)
+        _, filled, _ = resolve_auto(deepspeed, training_args, defaults)
+        for note in filled:
+            ctx.note(
+                note.replace(
+                    "(from train_batch_size (calculated))",
+                    "(processes x micro-batch x accumulation; 1 process here)",
+                )
+            )
     data = build_data(raw.get("data"), ctx)
     tracking = build_tracking(raw.get("tracking"), ctx)
     experiment = build_experiment(raw.get("experiment"), ctx)
@@ -156,10 +257,8 @@ def load_experiment(path: str | Path, *, schemas: Schemas | None = None) -> Expe
             "(it sizes the classification head)",
             "set it to the number of classes (e.g. num_labels: 260), or data.train_file and data.label_field",
         )
-    if ctx.problems:
-        raise ConfigError(ctx.problems)
     return ExperimentConfig(
-        source=source,
+        source=Path(ctx.file),
         model=model,
         lora=lora,
         training_args=training_args,
@@ -170,9 +269,34 @@ def load_experiment(path: str | Path, *, schemas: Schemas | None = None) -> Expe
         experiment=experiment,
         seed=seed,
         prefix_cache=prefix_cache,
-        notes=list(ctx.notes.items),
         raw=raw,
+        has_model=has_model,
     )
+
+
+def _model(raw: dict[str, Any], hint: Task | None, ctx: Ctx, has_model: bool) -> tuple[ModelConfig, bool]:
+    if has_model:
+        return build_model(raw.get("model"), hint, ctx)
+    return ModelConfig(name_or_path="", task=hint or "causal-lm"), False
+
+
+# The key each tool names the model by, for "model.name_or_path is required" on a file that lacks it.
+_MODEL_KEY = {"axolotl": "base_model", "llamafactory": "model_name_or_path"}
+
+
+def _blame(problems: list[Problem], converted: Converted, fmt: str) -> list[Problem]:
+    """Problems of a converted file named by the key the user wrote: "lora_r (lora.config.r)"."""
+    if fmt == "loralab":
+        return problems
+    ours = {our: their for their, our in converted.mapped if their != our}
+    if fmt in _MODEL_KEY:
+        ours.setdefault("model.name_or_path", _MODEL_KEY[fmt])
+    out = []
+    for p in problems:
+        match = max((o for o in ours if p.key == o or p.key.startswith(o + ".")), key=len, default=None)
+        key = f"{ours[match]}{p.key[len(match) :]} (read as {p.key})" if match else p.key
+        out.append(Problem(p.file, key, p.message, p.fix))
+    return out
 
 
 def prefix_cache_mode(value: Any, ctx: Ctx) -> str:

@@ -117,7 +117,16 @@ class ExperimentConfig:
     # auto | on | off: compute the frozen layers below the lowest adapter once (loralab.train.prefix_cache)
     prefix_cache: str = "auto"
     notes: list[str] = field(default_factory=list)  # one line per legacy field mapped, default filled, ...
-    raw: dict[str, Any] = field(default_factory=dict)  # the YAML mapping as read, for `diff`
+    raw: dict[str, Any] = field(default_factory=dict)  # the mapping as read (loralab's form), for `diff`
+    # The tool the file was written for (loralab.config.formats): loralab, axolotl, llamafactory,
+    # deepspeed or training_args; for the others `raw` is the converted mapping, `original` the file's,
+    # `mapped` each (their key, our dotted key).
+    source_format: str = "loralab"
+    original: dict[str, Any] | None = None
+    mapped: list[tuple[str, str]] = field(default_factory=list)
+    # False for a DeepSpeed or TrainingArguments file read with require_model=False (`diff`): then
+    # model.name_or_path is "" and nothing that needs the model may run on it.
+    has_model: bool = True
 
     def lora_config_dict(self) -> dict[str, Any]:
         """Keyword arguments for `peft.LoraConfig(**kwargs)` (a copy; safe to modify)."""

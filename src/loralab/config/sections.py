@@ -442,8 +442,9 @@ def check_deepspeed_vs_args(
         if disagree:
             ctx.problem(
                 f"deepspeed.{ds_key}",
-                f"DeepSpeed {ds_key} is {ds_value} but {shown} is {ta_value}; "
-                "the HF Trainer refuses to start with the two disagreeing",
+                f"DeepSpeed {ds_key} is {ds_value} but {shown} is {ta_value}; the HF Trainer refuses to "
+                "start with the two disagreeing (transformers: 'Please correct the following DeepSpeed "
+                "config values that mismatch TrainingArguments values')",
                 f'set {ds_key} to "auto" in the DeepSpeed config',
             )
 
