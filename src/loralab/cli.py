@@ -13,9 +13,11 @@ from rich.markup import escape
 
 from loralab import __version__
 from loralab.cli_errors import format_error, reading
+from loralab.commands.diff import run_diff
 from loralab.commands.plan import PlanExtras, run_modules, run_plan
 from loralab.commands.recommend import DataOptions, parse_duration, run_recommend
 from loralab.commands.ui import serve_ui
+from loralab.config.formats.convert import convert_file
 from loralab.errors import Problem, UsageError
 from loralab.evaluate.predictions_file import score_predictions
 from loralab.evaluate.render import print_metrics
@@ -159,6 +161,65 @@ def plan(
             overrides=ov, gpu_mem=gpu_mem, measure=measure, tokens=tokens, tflops=tflops, gpu=gpu, mfu=mfu
         )
         run_plan(config, as_json=as_json, with_options=not no_options, out=out, extra=extra)
+
+    _run(go)
+
+
+@app.command("diff")
+def diff_cmd(
+    a: Annotated[
+        Path, typer.Argument(help="First config (loralab, Axolotl, LLaMA-Factory, DeepSpeed, ...).")
+    ],
+    b: Annotated[Path, typer.Argument(help="Second config.")],
+    gpus: Annotated[
+        int | None,
+        typer.Option(
+            "--gpus",
+            help="Data-parallel processes of both runs (default: DeepSpeed train_batch_size, else 1).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    markdown: Annotated[
+        Path | None, typer.Option("--markdown", help="Also write a Markdown report to FILE.")
+    ] = None,
+) -> None:
+    """Compare two training configs by meaning: each difference with its impact, derived quantities
+    (effective batch, schedule, LoRA scale, parameters, memory) side by side."""
+
+    def go() -> None:
+        _check_ranges(("--gpus", gpus, COUNT))
+        run_diff(a, b, gpus=gpus, as_json=as_json, markdown=markdown, console=out)
+
+    _run(go)
+
+
+@app.command()
+def convert(
+    config: Annotated[
+        Path, typer.Argument(help="Axolotl, LLaMA-Factory, DeepSpeed or TrainingArguments file.")
+    ],
+    to: Annotated[str, typer.Option("--to", help="Target format (loralab).")] = "loralab",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the YAML here (default: stdout).")
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="Format of CONFIG: loralab | axolotl | llamafactory | deepspeed | training_args."
+        ),
+    ] = None,
+) -> None:
+    """Convert another tool's config into a loralab experiment YAML, one comment per mapped key."""
+
+    def go() -> None:
+        if to.strip().lower() != "loralab":
+            raise UsageError(Problem("--to", "", f"cannot convert to {to!r}", "use --to loralab"))
+        text = convert_file(config, fmt, output.parent if output is not None else None)
+        if output is None:
+            sys.stdout.write(text)
+            return
+        output.write_text(text, encoding="utf-8")
+        out.print(f"wrote {escape(str(output))}")
 
     _run(go)
 
