@@ -61,6 +61,10 @@ def _root(
 # (lowest, highest or None, whether the lowest itself is allowed)
 Range = tuple[float, float | None, bool]
 COUNT: Range = (1, None, True)
+FORMAT_HELP = (
+    "Format of the config: loralab | axolotl | llamafactory | deepspeed | training_args "
+    "(default: told from its keys)."
+)
 POSITIVE: Range = (0, None, False)
 FRACTION: Range = (0, 1, False)
 
@@ -134,6 +138,13 @@ def plan(
     tflops: Annotated[float | None, typer.Option("--tflops", help="Sustained TFLOP/s per GPU.")] = None,
     gpu: Annotated[str | None, typer.Option("--gpu", help="GPU model from the table, e.g. H100-SXM.")] = None,
     mfu: Annotated[float | None, typer.Option("--mfu", help="Model FLOPs utilisation for --gpu.")] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help=FORMAT_HELP,
+        ),
+    ] = None,
 ) -> None:
     """Exact LoRA trainable parameters, matched modules, options, memory per device and time for CONFIG,
     without loading weights."""
@@ -158,7 +169,14 @@ def plan(
             offload=offload,
         )
         extra = PlanExtras(
-            overrides=ov, gpu_mem=gpu_mem, measure=measure, tokens=tokens, tflops=tflops, gpu=gpu, mfu=mfu
+            overrides=ov,
+            gpu_mem=gpu_mem,
+            measure=measure,
+            tokens=tokens,
+            tflops=tflops,
+            gpu=gpu,
+            mfu=mfu,
+            fmt=fmt,
         )
         run_plan(config, as_json=as_json, with_options=not no_options, out=out, extra=extra)
 
@@ -204,9 +222,7 @@ def convert(
     ] = None,
     fmt: Annotated[
         str | None,
-        typer.Option(
-            "--format", help="Format of CONFIG: loralab | axolotl | llamafactory | deepspeed | training_args."
-        ),
+        typer.Option("--format", help=FORMAT_HELP),
     ] = None,
 ) -> None:
     """Convert another tool's config into a loralab experiment YAML, one comment per mapped key."""
@@ -344,7 +360,9 @@ def train_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (CI logs).")] = False,
     num_processes: Annotated[
         int,
-        typer.Option("--num-processes", "-n", help="Data-parallel processes (DDP via accelerate launch)."),
+        typer.Option(
+            "--num-processes", "-n", help="Data-parallel processes per machine (DDP through torchrun)."
+        ),
     ] = 1,
     prefix_cache: Annotated[
         str | None,
@@ -359,19 +377,49 @@ def train_cmd(
             "--prefix-cache-dir", help="Folder for the prefix cache (default: RUN_DIR/prefix_cache)."
         ),
     ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help=FORMAT_HELP,
+        ),
+    ] = None,
+    nnodes: Annotated[
+        int | None,
+        typer.Option("--nnodes", help="Machines in the run (torchrun agents; default: Slurm's, else 1)."),
+    ] = None,
+    node_rank: Annotated[
+        int | None, typer.Option("--node-rank", help="This machine's rank, 0 to nnodes-1 (default: Slurm's).")
+    ] = None,
+    master_addr: Annotated[
+        str | None, typer.Option("--master-addr", help="Address of node 0 (default: Slurm's first host).")
+    ] = None,
+    master_port: Annotated[
+        int | None, typer.Option("--master-port", help="Port on node 0 (default: 29500 across nodes).")
+    ] = None,
 ) -> None:
     """Fine-tune with LoRA: preflight checks, then training, evaluation and the run record."""
 
     def go() -> None:
-        _check_ranges(("--num-processes/-n", num_processes, COUNT))
+        _check_ranges(
+            ("--num-processes/-n", num_processes, COUNT),
+            ("--nnodes", nnodes, COUNT),
+            ("--node-rank", node_rank, (0, None, True)),
+            ("--master-port", master_port, (1, 65535, True)),
+        )
         # train imports torch, transformers and peft (seconds): only `loralab train` pays for them.
-        from loralab.train.run import launch_distributed, train
+        from loralab.train.run import launch_distributed, node_layout, train
 
         num = 1 if check else num_processes  # the checks run once, in this process
-        cache: dict[str, Any] = {"prefix_cache": prefix_cache, "prefix_cache_dir": prefix_cache_dir}
-        if num > 1:
+        cache: dict[str, Any] = {
+            "prefix_cache": prefix_cache,
+            "prefix_cache_dir": prefix_cache_dir,
+            "fmt": fmt,
+        }
+        layout = node_layout(nnodes, node_rank, master_addr, master_port)
+        if num > 1 or (layout.nnodes > 1 and not check):
             code = launch_distributed(
-                config, num_processes=num, output=output, resume=resume, quiet=quiet, **cache
+                config, num_processes=num, output=output, resume=resume, quiet=quiet, layout=layout, **cache
             )
             if code:
                 raise typer.Exit(code)

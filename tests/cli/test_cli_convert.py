@@ -80,3 +80,17 @@ def test_convert_writes_a_loralab_file_that_loads(tmp_path: Path) -> None:
     assert yaml.safe_load(text)["training_args"]["lr_scheduler_type"] == "cosine"
     bad = CliRunner().invoke(app, ["convert", str(a), "--to", "axolotl"])
     assert bad.exit_code != 0 and "--to loralab" in bad.output
+
+
+def test_format_flag_overrides_detection(tmp_path: Path) -> None:
+    a, _ = _files(tmp_path)
+    ok = CliRunner().invoke(app, ["plan", str(a), "--format", "axolotl", "--json", "--no-options"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["lora"]["r"] == 16
+    # read as a DeepSpeed file it names no model: one line naming the file, non-zero exit
+    bad = CliRunner().invoke(app, ["plan", str(a), "--format", "deepspeed"])
+    assert bad.exit_code != 0 and "names no model" in bad.output and "Traceback" not in bad.output
+    check = CliRunner().invoke(app, ["train", str(a), "--format", "axolotl", "--check"])
+    # train's preflight runs on the converted experiment (the twin step included)
+    assert check.exit_code == 0 and "preflight: ok" in check.output, check.output
+    assert "one training step of a 2-layer" in check.output

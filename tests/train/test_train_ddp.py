@@ -1,10 +1,12 @@
 """Data-parallel training on CPU: two processes (gloo) reach the same result as one process that
-takes the same global batch (2 x 8 vs 1 x 16) for the same number of optimizer steps."""
+takes the same global batch (2 x 8 vs 1 x 16) for the same number of optimizer steps, on one machine
+(`-n 2`) and as two "nodes" (two torchrun agents with --nnodes 2 and their own --node-rank)."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,45 +14,128 @@ from pathlib import Path
 import pytest
 from train_fixtures import experiment_yaml, make_data, tiny_bert
 
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-def _train(cfg: Path, out: Path, *extra: str) -> dict[str, float]:
-    p = subprocess.run(
-        [sys.executable, "-m", "loralab", "train", str(cfg), "--output", str(out), "--quiet", *extra],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        timeout=600,
-        check=False,
-    )
-    if p.returncode != 0:
-        (out.parent / "stderr.txt").write_text(p.stderr)
-    assert p.returncode == 0, "\n".join(line for line in p.stderr.splitlines() if "samples/s" not in line)[
-        -3000:
-    ]
+
+def _cmd(cfg: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "loralab", "train", str(cfg), "--output", str(out), "--quiet", *extra]
+
+
+def _check(p: subprocess.CompletedProcess[str] | tuple[int, str], out: Path) -> dict[str, float]:
+    code, err = (p.returncode, p.stderr) if isinstance(p, subprocess.CompletedProcess) else p
+    if code != 0:
+        (out.parent / "stderr.txt").write_text(err)
+    assert code == 0, "\n".join(line for line in err.splitlines() if "samples/s" not in line)[-3000:]
     return json.loads((out / "metrics.json").read_text())  # type: ignore[no-any-return]
 
 
-def test_two_processes_match_one(tmp_path: Path) -> None:
-    model = tiny_bert(tmp_path / "model")
-    train_csv, test_csv = make_data(tmp_path / "data")
-    one_dir, two_dir = tmp_path / "one", tmp_path / "two"
+def _train(cfg: Path, out: Path, *extra: str) -> dict[str, float]:
+    p = subprocess.run(
+        _cmd(cfg, out, *extra), capture_output=True, text=True, env=ENV, timeout=600, check=False
+    )
+    return _check(p, out)
+
+
+def _steps(run: Path) -> int:
+    return max(json.loads(x)["step"] for x in (run / "train_log.jsonl").read_text().splitlines())
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path, dict[str, float]]:
+    """One process taking the global batch of 16; the model and data the two-process runs share."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    model = tiny_bert(tmp / "model")
+    train_csv, test_csv = make_data(tmp / "data")
+    one_dir = tmp / "one"
     one_dir.mkdir()
-    two_dir.mkdir()
     one = experiment_yaml(one_dir, model, train_csv, test_csv)
     one.write_text(
         one.read_text().replace("per_device_train_batch_size: 8", "per_device_train_batch_size: 16")
     )
-    two = experiment_yaml(two_dir, model, train_csv, test_csv)
-    single = _train(one, one_dir / "run")
-    ddp = _train(two, two_dir / "run", "--num-processes", "2")
-    log = [json.loads(x) for x in (two_dir / "run" / "train_log.jsonl").read_text().splitlines()]
-    steps_two = max(x["step"] for x in log)
-    steps_one = max(
-        json.loads(x)["step"] for x in (one_dir / "run" / "train_log.jsonl").read_text().splitlines()
-    )
+    return model, train_csv, test_csv, _train(one, one_dir / "run") | {"steps": _steps(one_dir / "run")}
+
+
+def _assert_like_single(metrics: dict[str, float], run: Path, single: dict[str, float]) -> None:
     # 16 examples per optimizer step in both runs; only an epoch's last, short batch is split
     # differently (accelerate evens out the shards), so the step counts differ by < 1 per epoch.
-    assert abs(steps_two - steps_one) < 8
+    assert abs(_steps(run) - single["steps"]) < 8
     for k in ("accuracy", "weighted_f1", "macro_f1"):
-        assert ddp[k] == pytest.approx(single[k], abs=0.12), k  # 45 test rows: within ~5 rows
-    assert ddp["accuracy"] > 0.75 and single["accuracy"] > 0.75
+        assert metrics[k] == pytest.approx(single[k], abs=0.12), k  # 45 test rows: within ~5 rows
+    assert metrics["accuracy"] > 0.75 and single["accuracy"] > 0.75
+
+
+def test_two_processes_match_one(tmp_path: Path, single: tuple[Path, Path, Path, dict[str, float]]) -> None:
+    model, train_csv, test_csv, one = single
+    two = experiment_yaml(tmp_path, model, train_csv, test_csv)
+    ddp = _train(two, tmp_path / "run", "--num-processes", "2")
+    _assert_like_single(ddp, tmp_path / "run", one)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_two_nodes_match_one(tmp_path: Path, single: tuple[Path, Path, Path, dict[str, float]]) -> None:
+    """Two torchrun agents on this machine, one process each, as node 0 and node 1 of a two-node run
+    (static rendezvous on node 0's address): global rank 0 on node 0 writes the run directory."""
+    model, train_csv, test_csv, one = single
+    cfg = experiment_yaml(tmp_path, model, train_csv, test_csv)
+    run = tmp_path / "run"
+    port = str(_free_port())
+    nodes = [
+        subprocess.Popen(
+            _cmd(
+                cfg,
+                run,
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(r),
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                port,
+                "-n",
+                "1",
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
+        for r in (0, 1)
+    ]
+    results = [(p.wait(timeout=600), p.stderr.read() if p.stderr else "") for p in nodes]
+    assert results[1][0] == 0, results[1][1][-3000:]
+    metrics = _check(results[0], run)
+    _assert_like_single(metrics, run, one)
+    assert json.loads((run / "status.json").read_text())["status"] == "completed"
+
+
+def test_multi_node_needs_an_output_and_a_master(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from loralab.cli import app
+    from loralab.train.run import node_layout
+
+    cfg = experiment_yaml(tmp_path, tmp_path / "m", tmp_path / "t.csv", tmp_path / "s.csv")
+    res = CliRunner().invoke(
+        app, ["train", str(cfg), "--nnodes", "2", "--node-rank", "0", "--master-addr", "h"]
+    )
+    assert res.exit_code != 0 and "--output" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(
+        app, ["train", str(cfg), "--nnodes", "2", "--node-rank", "2", "--master-addr", "h"]
+    )
+    assert res.exit_code != 0 and "--node-rank 2 is out of range" in res.output
+    # Slurm: the node count and rank from the job, node 0's address from its node list
+    slurm = {
+        "SLURM_JOB_ID": "7",
+        "SLURM_NNODES": "4",
+        "SLURM_NODEID": "3",
+        "SLURM_JOB_NODELIST": "gpu[03-06]",
+    }
+    layout = node_layout(None, None, None, None, slurm)
+    assert (layout.nnodes, layout.node_rank, layout.master_addr, layout.master_port) == (4, 3, "gpu03", 29500)
+    assert layout.source == "slurm"

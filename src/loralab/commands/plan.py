@@ -40,7 +40,7 @@ def run_plan(
     out: Console,
     extra: PlanExtras | None = None,
 ) -> None:
-    cfg = load_experiment(config)
+    cfg = load_experiment(config, fmt=extra.fmt if extra is not None else None)
     notes = list(cfg.notes)
     m = cfg.model
     alias = resolve_model(m.name_or_path, revision=m.revision, trust_remote_code=m.trust_remote_code).note
@@ -97,6 +97,7 @@ class PlanExtras:
     tflops: float | None = None
     gpu: str | None = None
     mfu: float | None = None
+    fmt: str | None = None  # --format: the config file's format (default: told from its keys)
 
 
 def plan_extras(
