@@ -337,3 +337,38 @@ def test_plan_of_converted_file_equals_peft(tmp_path: Path, name: str, raw: dict
         )
         explicit = peft.get_peft_model(fresh, peft.LoraConfig(**{**lora, "target_modules": names}))
         assert explicit.get_nb_trainable_parameters()[0] == trainable
+
+
+def test_deepspeed_text_where_a_number_belongs(tmp_path: Path) -> None:
+    """LLaMA-Factory #1116: "lr": "2e-5" is text; the Trainer or DeepSpeed fails on it. Every such
+    value is one problem naming the key and the Trainer's value, reported with the other problems."""
+    ds = tmp_path / "ds.json"
+    ds.write_text(
+        json.dumps(
+            {
+                "train_micro_batch_size_per_gpu": "16",
+                "gradient_accumulation_steps": 2,
+                "zero_optimization": {"stage": 2},
+                "optimizer": {"type": "AdamW", "params": {"lr": "2e-5", "betas": ["0.9", 0.999]}},
+            }
+        )
+    )
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        "model: {name_or_path: gpt2, task: causal-lm}\n"
+        "training_args:\n"
+        "  {per_device_train_batch_size: 16, gradient_accumulation_steps: 4, learning_rate: 1.0e-5}\n"
+        "deepspeed: ds.json\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as e:
+        load_experiment(exp)
+    keys = sorted(p.key for p in e.value.problems)
+    assert keys == [
+        "deepspeed.gradient_accumulation_steps",  # 2 vs 4: the mismatch transformers refuses
+        "deepspeed.optimizer.params.betas",
+        "deepspeed.optimizer.params.lr",
+        "deepspeed.train_micro_batch_size_per_gpu",
+    ]
+    lr = next(p for p in e.value.problems if p.key == "deepspeed.optimizer.params.lr")
+    assert "text '2e-5'" in lr.message and "learning_rate=1e-05" in lr.message and "auto" in lr.fix

@@ -408,6 +408,13 @@ DS_MATCHES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+def _quoted(value: Any) -> bool:
+    """A string (other than "auto") where DeepSpeed expects a number, a boolean or a list of numbers."""
+    if isinstance(value, list):
+        return any(isinstance(v, str) for v in value)
+    return isinstance(value, str)
+
+
 def _ds_value(ds: dict[str, Any], dotted: str) -> Any:
     node: Any = ds
     for part in dotted.split("."):
@@ -426,6 +433,18 @@ def check_deepspeed_vs_args(
         if ds_value is None or ds_value == "auto":
             continue
         values = [args.get(k, defaults.get(k)) for k in ta_keys]
+        if _quoted(ds_value):
+            # JSON "2e-5" is text: transformers compares it with the float and refuses, or DeepSpeed
+            # fails on it mid-setup (LLaMA-Factory #1116); the fix is the number or "auto"
+            ctx.problem(
+                f"deepspeed.{ds_key}",
+                f"DeepSpeed {ds_key} is the text {ds_value!r} where a "
+                f"{'boolean' if ds_key.endswith('.enabled') else 'number'} belongs "
+                f"(training_args: {', '.join(f'{k}={v!r}' for k, v in zip(ta_keys, values, strict=True))})",
+                'write it without quotes (in YAML, 2e-5 without a dot is text too: write 2.0e-5), or "auto" '
+                "to take the Trainer's value",
+            )
+            continue
         if ds_key.endswith(".enabled"):
             # HF fills fp16.enabled with `args.fp16 or args.fp16_full_eval`
             ta_value: Any = any(bool(v) for v in values)
