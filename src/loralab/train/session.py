@@ -18,6 +18,7 @@ from loralab.config.models import ExperimentConfig
 from loralab.errors import LoralabError
 from loralab.io import is_main_process, write_json
 from loralab.plan.planner import Plan
+from loralab.train.adapter_check import verify_saved_adapter
 from loralab.train.batching import ExampleDataset, Examples
 from loralab.train.callbacks import RichProgressCallback, StepLogCallback
 from loralab.train.loading import apply_lora, load_model, load_tokenizer, lora_kwargs, model_input_names
@@ -174,6 +175,10 @@ class Session:
             return
         self.model.save_pretrained(self.run_dir / "adapter", safe_serialization=True)
         self.tokenizer.save_pretrained(self.run_dir / "tokenizer")
+        if self.plan is not None:
+            # ZeRO-3 / FSDP can write an empty or placeholder adapter and still "succeed": fail here
+            # (the run then ends failed, with everything it wrote kept).
+            verify_saved_adapter(self.run_dir / "adapter", self.plan)
 
     # ---- validate ---------------------------------------------------------------------------
     def validate(self) -> dict[str, Any]:
