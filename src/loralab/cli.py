@@ -145,6 +145,24 @@ def plan(
             help=FORMAT_HELP,
         ),
     ] = None,
+    write_launch: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-launch",
+            help="Write the launch files of the layout (DeepSpeed JSON or accelerate FSDP config, "
+            "torchrun/accelerate and Slurm scripts) into DIR.",
+        ),
+    ] = None,
+    nodes: Annotated[
+        int, typer.Option("--nodes", help="Machines, with --write-launch (--gpus is per machine).")
+    ] = 1,
+    layout: Annotated[
+        str | None,
+        typer.Option(
+            "--layout",
+            help="ddp | zero2 | zero2-offload | zero3 | zero3-offload | fsdp (default: from the config).",
+        ),
+    ] = None,
 ) -> None:
     """Exact LoRA trainable parameters, matched modules, options, memory per device and time for CONFIG,
     without loading weights."""
@@ -158,6 +176,7 @@ def plan(
             ("--tokens", tokens, COUNT),
             ("--tflops", tflops, POSITIVE),
             ("--mfu", mfu, FRACTION),
+            ("--nodes", nodes, COUNT),
         )
         ov = Overrides(
             micro_batch=micro_batch,
@@ -177,6 +196,9 @@ def plan(
             gpu=gpu,
             mfu=mfu,
             fmt=fmt,
+            write_launch=write_launch,
+            nodes=nodes,
+            layout=layout,
         )
         run_plan(config, as_json=as_json, with_options=not no_options, out=out, extra=extra)
 

@@ -15,6 +15,7 @@ from loralab.arch.cache import get_arch_record
 from loralab.arch.hf import default_task, max_length_problem, max_length_warning
 from loralab.arch.records import ArchRecord, ModuleRecord, name_pattern
 from loralab.arch.resolve import resolve_model
+from loralab.commands.launch import print_launch, write_launch
 from loralab.config import load_experiment
 from loralab.config.models import TASK_TO_TASK_TYPE, ExperimentConfig, lm_validation_rows
 from loralab.data import infer_num_labels, read_rows
@@ -54,6 +55,12 @@ def run_plan(
     counter = TokenCounter(cfg)
     memory, time_est, measured = plan_extras(cfg, plan, extra, config, counter=counter)
     cache = plan_prefix_cache(cfg, plan, memory, extra, counter)
+    launch = None
+    if extra.write_launch is not None:
+        gpus = (extra.overrides.gpus if extra.overrides is not None else None) or 1
+        launch = write_launch(
+            cfg, plan, memory, extra.write_launch, gpus=gpus, nodes=extra.nodes, layout=extra.layout
+        )
     if as_json:
         obj = plan_to_json(plan)
         obj["notes"] = notes + obj["notes"] + (memory.notes if memory else [])
@@ -62,6 +69,14 @@ def run_plan(
         if time_est is not None:
             obj["time"] = time_est.to_json()
         obj["prefix_cache"] = cache.to_json()
+        if launch is not None:
+            obj["launch"] = {
+                "layout": launch.layout.name,
+                "gpus_per_node": launch.gpus,
+                "nodes": launch.nodes,
+                "files": [str(p) for p in launch.paths],
+                "memory": launch.memory.to_json(),
+            }
         if measured is not None:
             obj["measure"] = {
                 "twin": measured.twin,
@@ -79,6 +94,8 @@ def run_plan(
         for n in time_est.notes:
             out.print(f"[dim]note: {n}[/]")
     print_prefix_cache(cache, out)
+    if launch is not None:
+        print_launch(launch, out)
     if measured is not None:
         out.print(measure_table(measured.rows))
         out.print(f"[dim]{measured.twin}[/]")
@@ -98,6 +115,9 @@ class PlanExtras:
     gpu: str | None = None
     mfu: float | None = None
     fmt: str | None = None  # --format: the config file's format (default: told from its keys)
+    write_launch: Path | None = None  # --write-launch DIR: launch files for the layout (commands.launch)
+    nodes: int = 1
+    layout: str | None = None
 
 
 def plan_extras(

@@ -46,6 +46,7 @@ from rich.markup import escape
 from loralab.config import load_experiment
 from loralab.config.loader import PREFIX_CACHE_MODES
 from loralab.config.models import ExperimentConfig
+from loralab.config.resolved import DATA_KEYS, resolved_config
 from loralab.data import file_digest, infer_num_labels
 from loralab.errors import LoralabError
 from loralab.io import flatten, is_main_process, quiet_libraries, redact_secrets, write_json
@@ -59,7 +60,6 @@ CONFIG_HEADER = "# Resolved by loralab from "
 # Files loralab writes that may sit in a folder before its run starts (`loralab demo` writes its
 # config into the run folder), told apart from a user's file of the same name by their first line.
 OWN_HEADERS = {"config.yaml": CONFIG_HEADER, "demo.yaml": "# `loralab demo`"}
-DATA_KEYS = ("train_file", "validation_file", "test_file")
 # A name becomes one path component of letters (any script), digits and . _ + -; everything else,
 # path separators and ".." included, becomes "-". 100 bytes leave room for the time stamp in 255.
 _UNSAFE_NAME = re.compile(r"[^\w.+-]+")
@@ -277,33 +277,6 @@ def check_run_dir(run_dir: Path, *, resume: bool) -> list[str]:
 
 
 # ---- what a run is --------------------------------------------------------------------------------
-
-
-def resolved_config(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The experiment as config.yaml records it: resolved model path, the LoRA config PEFT gets,
-    transformers-5 training_args, absolute data paths, secrets redacted."""
-    raw = dict(cfg.raw)
-    raw.pop("lora_defaults", None)
-    raw["model"] = {
-        **(raw.get("model") or {}),
-        "name_or_path": cfg.model.name_or_path,
-        "task": cfg.model.task,
-    }
-    if cfg.model.num_labels is not None:
-        raw["model"]["num_labels"] = cfg.model.num_labels
-    raw["lora"] = {"enable": cfg.lora.enable, "config": cfg.lora_config_dict()}
-    raw["training_args"] = cfg.training_args
-    # Data paths absolute: `loralab evaluate RUN_DIR` reads this file from the run directory.
-    data = dict(raw.get("data") or {})
-    for key in DATA_KEYS:
-        if data.get(key):
-            data[key] = str(Path(cfg.resolve_path(data[key])).resolve())
-    if data:
-        raw["data"] = data
-    if cfg.deepspeed is not None:
-        raw["deepspeed"] = cfg.deepspeed
-    result: dict[str, Any] = redact_secrets(raw)
-    return result
 
 
 def save_resolved_config(cfg: ExperimentConfig, run_dir: Path) -> None:

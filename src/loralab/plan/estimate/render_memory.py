@@ -62,7 +62,7 @@ def memory_table(est: MemoryEstimate) -> Table:
             if est.host[k]:
                 t.add_row(f"host {k}", "host RAM per process (offload)", f"{est.host[k]:,}", gib(est.host[k]))
         host = est.host["total"]
-        t.add_row("host total", f"per process; x{s.gpus} on one node", f"{host:,}", gib(host))
+        t.add_row("host total", f"per process; x{s.gpus} processes in all", f"{host:,}", gib(host))
     else:
         t.add_row("host total", "host RAM for model states (no offload)", "0", gib(0))
     return t
