@@ -112,6 +112,8 @@ def test_two_nodes_match_one(tmp_path: Path, single: tuple[Path, Path, Path, dic
     metrics = _check(results[0], run)
     _assert_like_single(metrics, run, one)
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
+    notes = json.loads((run / "record.json").read_text())["notes"]
+    assert "all 2 processes load the same config and data (sha256)" in notes  # checked across nodes
 
 
 def test_multi_node_needs_an_output_and_a_master(tmp_path: Path) -> None:

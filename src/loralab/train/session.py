@@ -24,6 +24,7 @@ from loralab.train.callbacks import RichProgressCallback, StepLogCallback
 from loralab.train.loading import apply_lora, load_model, load_tokenizer, lora_kwargs, model_input_names
 from loralab.train.precision import PrecisionPolicy, choose_precision, training_args_overrides
 from loralab.train.prefix_cache import PrefixCache, PrefixCacheCallback, decide
+from loralab.train.ranks import check_ranks_agree, run_fingerprint, torch_gather
 from loralab.train.record import build_record, environment
 from loralab.train.tasks import TaskStrategy, task_for
 from loralab.train.tracking import mlflow_callback
@@ -84,7 +85,9 @@ class Session:
             probe_ids=train.input_ids[0] if len(train) else [],
             token_type=train.token_type_ids is not None,
         )
-        self.console.print(f"prefix cache ({self.cfg.prefix_cache}): {decision.reason}")
+        if decision.used or decision.boundary or self.cfg.prefix_cache != "auto":
+            # every layer training under the default is the common case: record.json says it quietly
+            self.console.print(f"prefix cache ({self.cfg.prefix_cache}): {decision.reason}")
         self.prefix = cache = PrefixCache(decision, self.prefix_cache_dir)
         if decision.eval_mode_note:
             self.notes.append(decision.eval_mode_note)
@@ -145,6 +148,9 @@ class Session:
                     early_stopping_patience=int(patience), early_stopping_threshold=float(threshold or 0.0)
                 )
             )
+        if args.world_size > 1 and torch.distributed.is_initialized():
+            check_ranks_agree(run_fingerprint(self.cfg), torch_gather)
+            self.notes.append(f"all {args.world_size} processes load the same config and data (sha256)")
         self._start_tracking()
 
     def _eval_scalars(self, model: Any) -> dict[str, float]:
