@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from loralab.config.formats.deepspeed import ds_get
 from loralab.io import flatten
 from loralab.plan.recommend import steps_for
 
@@ -159,15 +160,6 @@ def times(a: Any, b: Any) -> str:
     return f"B is {r:.3g}x A" if r is not None else ""
 
 
-def _ds(ds: dict[str, Any] | None, dotted: str) -> Any:
-    node: Any = ds or {}
-    for part in dotted.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
-
-
 def _words(text: str) -> tuple[str, ...]:
     return tuple(text.split())
 
@@ -190,7 +182,7 @@ def processes_of(f: Facts, micro: int, accum: int) -> tuple[int, str, list[str]]
     which DeepSpeed requires to equal world size x micro x accumulation; else 1, said in a note."""
     if f.gpus:
         return f.gpus, "--gpus", []
-    tbs = _ds(f.deepspeed, "train_batch_size")
+    tbs = ds_get(f.deepspeed, "train_batch_size")
     if _num(tbs) and tbs > 0 and tbs % (micro * accum) == 0:
         n = int(tbs) // (micro * accum)
         return n, f"DeepSpeed train_batch_size {tbs} / ({micro} x {accum})", []
@@ -392,7 +384,7 @@ _LORA_DEFAULTS: dict[str, Any] = dict(
 
 
 def offload(ds: dict[str, Any] | None, block: str) -> str:
-    node = _ds(ds, f"zero_optimization.{block}")
+    node = ds_get(ds, f"zero_optimization.{block}")
     device = node.get("device", "none") if isinstance(node, dict) else "none"
     if device in ("none", None):
         return "none"
@@ -445,7 +437,7 @@ def settings_of(r: Resolved, sched_params: dict[str, Any]) -> dict[str, Any]:
         s[f"optimisation.{k}"] = arg(f, k)
     s["optimisation.num_train_epochs"] = float(s["optimisation.num_train_epochs"] or 3.0)
     s["optimisation.gradient_clipping"] = r.clipping.split(" (")[0]
-    s["optimisation.deepspeed_optimizer"] = _ds(f.deepspeed, "optimizer.type")
+    s["optimisation.deepspeed_optimizer"] = ds_get(f.deepspeed, "optimizer.type")
     s["schedule.lr_schedule"] = f"{r.schedule.kind} ({r.schedule.set_by.split(' ')[0]})"
     s["schedule.warmup"] = r.warmup_steps if r.warmup_steps is not None else r.warmup_text.split(" (")[0]
     s["schedule.params"] = {k: v for k, v in sched_params.items() if k not in ("warmup_num_steps",)} or None
@@ -455,7 +447,7 @@ def settings_of(r: Resolved, sched_params: dict[str, Any]) -> dict[str, Any]:
     s["batch.activation_checkpointing"] = bool(arg(f, "activation_checkpointing"))
     for k in ("bf16", "fp16", "tf32"):
         s[f"precision.{k}"] = bool(arg(f, k))
-    stage = _ds(f.deepspeed, "zero_optimization.stage")
+    stage = ds_get(f.deepspeed, "zero_optimization.stage")
     s["distributed.deepspeed"] = f"ZeRO-{stage}" if f.deepspeed is not None else "none"
     s["distributed.offload_optimizer"] = offload(f.deepspeed, "offload_optimizer")
     s["distributed.offload_param"] = offload(f.deepspeed, "offload_param")

@@ -20,6 +20,7 @@ from loralab.config._common import (
     type_name,
     unknown_key,
 )
+from loralab.config.formats.deepspeed import ds_get
 from loralab.config.models import TASK_TYPE_TO_TASK, TASKS, ClassWeights, DataConfig, ModelConfig, Task
 
 MODEL_KEYS = (
@@ -415,21 +416,12 @@ def _quoted(value: Any) -> bool:
     return isinstance(value, str)
 
 
-def _ds_value(ds: dict[str, Any], dotted: str) -> Any:
-    node: Any = ds
-    for part in dotted.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
-
-
 def check_deepspeed_vs_args(
     ds: dict[str, Any], args: dict[str, Any], defaults: dict[str, Any], ctx: Ctx
 ) -> None:
     """Values HF's DeepSpeed integration requires to match TrainingArguments unless they are "auto"."""
     for ds_key, ta_keys in DS_MATCHES:
-        ds_value = _ds_value(ds, ds_key)
+        ds_value = ds_get(ds, ds_key)
         if ds_value is None or ds_value == "auto":
             continue
         values = [args.get(k, defaults.get(k)) for k in ta_keys]

@@ -45,8 +45,9 @@ _IMPLIED = (
 )
 
 
-def ds_get(ds: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = ds
+def ds_get(ds: Mapping[str, Any] | None, dotted: str) -> Any:
+    """The value at a dotted path of a DeepSpeed config ("zero_optimization.stage"); None when absent."""
+    node: Any = ds or {}
     for part in dotted.split("."):
         if not isinstance(node, Mapping):
             return None
