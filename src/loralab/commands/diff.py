@@ -28,7 +28,7 @@ from loralab.commands.diff_rules import (
     times,
 )
 from loralab.config import ExperimentConfig, load_experiment, load_schemas
-from loralab.config.models import lm_validation_rows
+from loralab.config.models import carves_validation, lm_validation_rows
 from loralab.data import infer_num_labels, read_rows
 from loralab.errors import LoralabError
 from loralab.io import print_json
@@ -130,8 +130,7 @@ def train_rows(cfg: ExperimentConfig) -> tuple[int | None, str]:
         ).rows
     )
     n = round(n * float(d.extract_ratio or 1.0))
-    evaluates = str(cfg.training_args.get("eval_strategy", "no")) != "no"
-    if not d.validation_file and (evaluates or cfg.model.task != "seq-cls"):
+    if carves_validation(cfg):
         n -= lm_validation_rows(n)
         return n, f"{n:,} rows of {path.name} (after the ~10% validation split)"
     return n, f"{n:,} rows of {path.name}"

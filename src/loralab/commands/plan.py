@@ -17,7 +17,7 @@ from loralab.arch.records import ArchRecord, ModuleRecord, name_pattern
 from loralab.arch.resolve import resolve_model
 from loralab.commands.launch import print_launch, write_launch
 from loralab.config import load_experiment
-from loralab.config.models import TASK_TO_TASK_TYPE, ExperimentConfig, lm_validation_rows
+from loralab.config.models import TASK_TO_TASK_TYPE, ExperimentConfig, carves_validation, lm_validation_rows
 from loralab.data import infer_num_labels, read_rows
 from loralab.errors import ConfigError, Problem
 from loralab.io import print_json
@@ -310,8 +310,7 @@ def cache_splits(
         train = SplitTokens(train.rows, int(tokens))
     splits = {"train": train}
     val = counted(d.validation_file)
-    evaluates = str(cfg.training_args.get("eval_strategy", "no")) != "no"
-    if val is None and (evaluates or cfg.model.task != "seq-cls"):
+    if val is None and carves_validation(cfg):
         val = SplitTokens(None, None)
         if train.tokens:  # seq-cls's stratified 10% lands within a row or two of the LM split's
             n_val = lm_validation_rows(train.rows) if train.rows else None

@@ -31,6 +31,15 @@ def lm_validation_rows(rows: int) -> int:
     return max(1, rows // 10)
 
 
+def carves_validation(cfg: ExperimentConfig) -> bool:
+    """Whether `train` sets training rows aside as the validation split: with no data.validation_file,
+    an LM run always does (lm_validation_rows), a seq-cls run when it evaluates during training
+    (a stratified 10%). One owner: train splits by it, plan and diff count the rows that are left."""
+    if cfg.data.validation_file:
+        return False
+    return cfg.model.task != "seq-cls" or str(cfg.training_args.get("eval_strategy", "no")) != "no"
+
+
 def default_tracking_uri() -> str:
     """Where runs are tracked when `tracking.uri` is not set: `mlflow.db` in the working directory. One
     owner, read by train, studies and `loralab ui` (which must not import train's torch to know it)."""

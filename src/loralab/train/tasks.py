@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loralab.config.models import ExperimentConfig, lm_validation_rows
+from loralab.config.models import ExperimentConfig, carves_validation, lm_validation_rows
 from loralab.data import (
     LabelMap,
     RowSet,
@@ -171,9 +171,8 @@ class ClassificationTask(TaskStrategy):
         if d.extract_ratio:
             rows = extract(rows, _labels(rows), d.extract_ratio, d.seed or seed)
         val = self._read("validation_file")
-        evaluates = str(self.cfg.training_args.get("eval_strategy", "no")) != "no"
         val_rows = val.rows if val is not None else None
-        if val is None and evaluates:
+        if val is None and carves_validation(self.cfg):
             rows, val_rows = stratified_split(rows, _labels(rows), DEFAULT_VALIDATION_SIZE, seed)
             self.notes.append(
                 f"validation: {len(val_rows)} rows split from training (stratified, seed {seed})"
