@@ -24,15 +24,33 @@ class RanksDisagree(LoralabError):
 
 
 def run_fingerprint(cfg: ExperimentConfig) -> dict[str, str]:
-    """sha256 of the resolved experiment and of each data file, as this process sees them."""
+    """sha256 of the resolved experiment and of each data file (its content, as data_files.json records
+    it), as this process sees them."""
     config = json.dumps(resolved_config(cfg), sort_keys=True, default=str).encode()
     text = {"config": hashlib.sha256(config).hexdigest()}
+    for key, fp in data_fingerprints(cfg).items():
+        text[key] = fp.get("sha256") or f"unreadable: {fp.get('error')}"
+    return text
+
+
+def data_fingerprints(cfg: ExperimentConfig) -> dict[str, Any]:
+    """{"data.train_file": {path, bytes, sha256}, ...} for each data file of the experiment; a file
+    that cannot be read gets its error instead (the data stage reports it properly)."""
+    out: dict[str, Any] = {}
     for key in DATA_KEYS:
         name = getattr(cfg.data, key)
-        if name:
-            path = Path(cfg.resolve_path(name))
-            text[f"data.{key}"] = file_digest(path) if path.is_file() else "missing"
-    return text
+        if not name:
+            continue
+        path = Path(cfg.resolve_path(name)).resolve()
+        try:
+            out[f"data.{key}"] = {
+                "path": str(path),
+                "bytes": path.stat().st_size,
+                "sha256": file_digest(path),
+            }
+        except OSError as e:
+            out[f"data.{key}"] = {"path": str(path), "error": e.strerror or type(e).__name__}
+    return out
 
 
 def check_ranks_agree(mine: dict[str, Any], gather: Callable[[Any], list[Any]]) -> None:

@@ -46,11 +46,12 @@ from rich.markup import escape
 from loralab.config import load_experiment
 from loralab.config.loader import PREFIX_CACHE_MODES
 from loralab.config.models import ExperimentConfig
-from loralab.config.resolved import DATA_KEYS, resolved_config
-from loralab.data import file_digest, infer_num_labels
+from loralab.config.resolved import resolved_config
+from loralab.data import infer_num_labels
 from loralab.errors import LoralabError
 from loralab.io import flatten, is_main_process, quiet_libraries, redact_secrets, write_json
 from loralab.train.preflight import PreflightReport, run_preflight
+from loralab.train.ranks import data_fingerprints
 from loralab.train.report import print_preflight
 from loralab.train.session import Session
 from loralab.train.trainer import resume_point
@@ -285,26 +286,6 @@ def save_resolved_config(cfg: ExperimentConfig, run_dir: Path) -> None:
     raw = resolved_config(cfg)
     text = CONFIG_HEADER + str(cfg.source) + "\n" + yaml.safe_dump(raw, allow_unicode=True)
     (run_dir / "config.yaml").write_text(text, encoding="utf-8")
-
-
-def data_fingerprints(cfg: ExperimentConfig) -> dict[str, Any]:
-    """{"data.train_file": {path, bytes, sha256}, ...} for each data file of the experiment; a file
-    that cannot be read gets its error instead (the data stage reports it properly)."""
-    out: dict[str, Any] = {}
-    for key in DATA_KEYS:
-        name = getattr(cfg.data, key)
-        if not name:
-            continue
-        path = Path(cfg.resolve_path(name)).resolve()
-        try:
-            out[f"data.{key}"] = {
-                "path": str(path),
-                "bytes": path.stat().st_size,
-                "sha256": file_digest(path),
-            }
-        except OSError as e:
-            out[f"data.{key}"] = {"path": str(path), "error": e.strerror or type(e).__name__}
-    return out
 
 
 def _show(v: Any) -> str:
