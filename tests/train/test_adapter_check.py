@@ -162,12 +162,59 @@ def test_fit_fails_on_a_placeholder_adapter(saved: tuple[Path, Any, dict[str, An
     def save_placeholders(folder: Path, **_: Any) -> None:
         _write(Path(folder), {k: torch.empty(0) for k in tensors})
 
+    model = SimpleNamespace(save_pretrained=save_placeholders)
+    trainer = SimpleNamespace(
+        train=lambda resume_from_checkpoint=None: "out",
+        model=model,
+        args=SimpleNamespace(should_save=True),
+        is_deepspeed_enabled=False,
+        is_fsdp_enabled=False,
+    )
     fake = SimpleNamespace(
-        trainer=SimpleNamespace(train=lambda resume_from_checkpoint=None: "out"),
-        model=SimpleNamespace(save_pretrained=save_placeholders),
+        trainer=trainer,
+        model=model,
         tokenizer=SimpleNamespace(save_pretrained=lambda folder: None),
         run_dir=tmp_path,
         plan=plan,
     )
     with pytest.raises(SavedAdapterError):
         Session.fit(fake)  # type: ignore[arg-type]
+
+
+class _Recorder:
+    """A stand-in Trainer that records the calls `save_adapter` makes (FSDP needs GPUs: see
+    test_fsdp_on_cpu_is_reported_as_ddp)."""
+
+    def __init__(self, *, fsdp: bool = False, deepspeed: bool = False, should_save: bool = True) -> None:
+        self.calls: list[str] = []
+        self.is_fsdp_enabled, self.is_deepspeed_enabled = fsdp, deepspeed
+        self.args = SimpleNamespace(should_save=should_save)
+        plugin = SimpleNamespace(set_state_dict_type=lambda t: self.calls.append(f"state_dict_type {t}"))
+        self.accelerator = SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin))
+        self.model = SimpleNamespace(save_pretrained=lambda d, **kw: self.calls.append(f"peft {kw}"))
+
+    def save_model(self, folder: str) -> None:
+        self.calls.append("save_model")
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "training_args.bin").write_bytes(b"pickle")
+
+
+def test_save_adapter_gathers_sharded_states_on_every_rank(tmp_path: Path) -> None:
+    from loralab.train.checkpoints import save_adapter
+
+    plain = _Recorder()
+    save_adapter(plain, tmp_path / "a")
+    assert plain.calls == ["peft {'safe_serialization': True}"]
+    other_rank = _Recorder(should_save=False)
+    save_adapter(other_rank, tmp_path / "a")
+    assert other_rank.calls == []  # DDP: rank 0 holds the whole adapter
+    # FSDP: a sharded state dict makes save_model write nothing, so the full one is switched on first,
+    # and every rank calls save_model (the gather is a collective)
+    for should_save in (True, False):
+        fsdp = _Recorder(fsdp=True, should_save=should_save)
+        save_adapter(fsdp, tmp_path / f"f{should_save}")
+        assert fsdp.calls == ["state_dict_type FULL_STATE_DICT", "save_model"]
+    assert not (tmp_path / "fTrue" / "training_args.bin").exists()  # no pickle in the adapter folder
+    zero3 = _Recorder(deepspeed=True)
+    save_adapter(zero3, tmp_path / "z")
+    assert zero3.calls == ["save_model"]

@@ -89,3 +89,27 @@ def test_weights_that_do_not_fit_are_an_error(decoder: Path, monkeypatch: pytest
     monkeypatch.setattr(preflight, "available_memory", lambda device: 1000)
     r = run_preflight(make_cfg(str(decoder)), device="cpu", with_twin=False)
     assert "memory.weights" in _checks(r, "error")
+
+
+def test_zero3_without_gathered_save_is_an_error(decoder: Path) -> None:
+    """peft #2892: ZeRO-3 without stage3_gather_16bit_weights_on_model_save saves no adapter."""
+    cfg = make_cfg(str(decoder))
+    key = "deepspeed.zero_optimization.stage3_gather_16bit_weights_on_model_save"
+    for zero, expected in (
+        ({"stage": 3}, {key}),
+        ({"stage": 3, "stage3_gather_16bit_weights_on_model_save": "auto"}, {key}),  # accelerate: false
+        ({"stage": 3, "stage3_gather_16bit_weights_on_model_save": True}, set()),
+        ({"stage": 2}, set()),  # ZeRO-2 keeps whole parameters on every rank
+    ):
+        cfg.deepspeed = {"zero_optimization": zero}
+        r = run_preflight(cfg, device="cpu", with_twin=False)
+        assert _checks(r, "error") & {key} == expected, zero
+
+
+def test_fsdp_on_cpu_is_reported_as_ddp(decoder: Path) -> None:
+    # measured: `loralab train` with training_args.fsdp on 2 CPU processes runs DDP (accelerate 1.15)
+    cfg = make_cfg(str(decoder))
+    cfg.training_args["fsdp"] = "full_shard auto_wrap"
+    r = run_preflight(cfg, device="cpu", with_twin=False)
+    assert "training_args.fsdp" in _checks(r, "warning")
+    assert any("the run is DDP" in line for line in r.lines())

@@ -169,3 +169,25 @@ def checkpoint_problems(ckpt: Path) -> list[str]:
         if (ckpt / "scaler.json").exists() or (ckpt / "scaler.safetensors").exists():
             found.append(safe_state.problem(ckpt / "scaler"))
     return [f for f in found if f]
+
+
+def save_adapter(trainer: Any, adapter_dir: Path) -> None:
+    """Write the trained adapter as safetensors. Every process calls it: under ZeRO-3 the shards are
+    gathered by all ranks, under FSDP the full state dict is a collective too.
+
+    Plain and DDP runs: PEFT's `save_pretrained` on rank 0. ZeRO-3 and FSDP: the Trainer's
+    `save_model`, which gathers the shards (ZeRO-3 through `_zero3_consolidated_16bit_state_dict`, which
+    needs `stage3_gather_16bit_weights_on_model_save`; preflight requires it). FSDP with a sharded
+    state dict makes `save_model` write nothing at all (transformers' Trainer.save_model), so the
+    final save switches to FULL_STATE_DICT first, as TRL's scripts do (accelerate #3508)."""
+    if not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
+        if trainer.args.should_save:
+            trainer.model.save_pretrained(adapter_dir, safe_serialization=True)
+        return
+    if trainer.is_fsdp_enabled:
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(adapter_dir))
+    if trainer.args.should_save:
+        # save_model also pickles the TrainingArguments there; the adapter folder holds only
+        # safetensors and JSON (the arguments are in config.yaml and each checkpoint's JSON).
+        (adapter_dir / "training_args.bin").unlink(missing_ok=True)

@@ -31,6 +31,7 @@ from loralab.arch.hf import (
 )
 from loralab.arch.resolve import hub_load_kwargs, resolve_model
 from loralab.arch.twin import TWIN_VOCAB, twin_config, twin_lora
+from loralab.config.formats.deepspeed import ds_get
 from loralab.config.models import ExperimentConfig
 from loralab.data import (
     RowSet,
@@ -108,6 +109,7 @@ def run_preflight(
         check_data,
         check_memory,
         check_prefix_cache,
+        check_sharded_save,
     ]
     if with_twin:
         checks.append(check_twin)
@@ -583,6 +585,41 @@ def check_prefix_cache(ctx: _Ctx) -> list[Finding]:
     if cfg.prefix_cache == "on" and est.used and "eval mode" in est.reason:
         fix = "this changes what is trained (the prefix's dropout is off); prefix_cache: auto keeps it exact"
     return [Finding("prefix_cache", "info", text, fix)]
+
+
+def check_sharded_save(ctx: _Ctx) -> list[Finding]:
+    """Under ZeRO-3 the adapter can only be written as safetensors when the shards are gathered at save
+    time. Without `stage3_gather_16bit_weights_on_model_save` the Trainer writes a ZeRO checkpoint
+    instead and no adapter_model.safetensors (transformers' Trainer.save_model; peft #2892): the run
+    would train for hours and then fail the saved-adapter check."""
+    ta = ctx.cfg.training_args
+    if ta.get("fsdp") and ctx.policy.device == "cpu":
+        # accelerate's AcceleratorState only turns FSDP on for GPU-type devices (MULTI_GPU, ...):
+        # on CPU processes the plugin is dropped without a word and DDP runs.
+        return [
+            Finding(
+                "training_args.fsdp",
+                "warning",
+                "FSDP runs on GPUs only: on cpu accelerate drops the FSDP plugin and the run is DDP "
+                "(each process holds the whole model)",
+                "drop training_args.fsdp for CPU runs, or run on GPUs",
+            )
+        ]
+    ds = ctx.cfg.deepspeed
+    if ds_get(ds, "zero_optimization.stage") != 3:
+        return []
+    if ds_get(ds, "zero_optimization.stage3_gather_16bit_weights_on_model_save") is True:
+        return []  # "auto" is filled from accelerate's zero3_save_16bit_model, false unless configured
+    where = f" in {ctx.cfg.deepspeed_file}" if ctx.cfg.deepspeed_file else ""
+    return [
+        Finding(
+            "deepspeed.zero_optimization.stage3_gather_16bit_weights_on_model_save",
+            "error",
+            f"ZeRO-3 without stage3_gather_16bit_weights_on_model_save{where}: the Trainer would save a "
+            "ZeRO checkpoint and no adapter_model.safetensors (peft #2892)",
+            "set zero_optimization.stage3_gather_16bit_weights_on_model_save: true",
+        )
+    ]
 
 
 # ---- the twin ------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from loralab.plan.planner import Plan
 from loralab.train.adapter_check import verify_saved_adapter
 from loralab.train.batching import ExampleDataset, Examples
 from loralab.train.callbacks import RichProgressCallback, StepLogCallback
+from loralab.train.checkpoints import save_adapter
 from loralab.train.loading import apply_lora, load_model, load_tokenizer, lora_kwargs, model_input_names
 from loralab.train.precision import PrecisionPolicy, choose_precision, training_args_overrides
 from loralab.train.prefix_cache import PrefixCache, PrefixCacheCallback, decide
@@ -94,7 +95,10 @@ class Session:
             self.console.print(f"[bold yellow]note:[/] {decision.eval_mode_note}")
         if not decision.used:
             return
-        cache.prepare(self.cfg, self.model, self.splits, self.console)
+        # Under DDP rank 0 builds and the other ranks wait for its files (every rank building the
+        # same cache would multiply the work and race on the same folder).
+        wait = None if is_main_process() else float(self.cfg.training_args.get("ddp_timeout") or 1800)
+        cache.prepare(self.cfg, self.model, self.splits, self.console, wait_seconds=wait)
         cache.install(self.model)
         self.collator = cache.collator(self.collator)
 
@@ -177,9 +181,9 @@ class Session:
             self.console.print(f"resuming from {ckpt}")
         out = self.trainer.train(resume_from_checkpoint=ckpt)
         self.train_output = out
+        save_adapter(self.trainer, self.run_dir / "adapter")
         if not is_main_process():
             return
-        self.model.save_pretrained(self.run_dir / "adapter", safe_serialization=True)
         self.tokenizer.save_pretrained(self.run_dir / "tokenizer")
         if self.plan is not None:
             # ZeRO-3 / FSDP can write an empty or placeholder adapter and still "succeed": fail here
