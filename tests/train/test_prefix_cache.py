@@ -5,7 +5,9 @@ the decoder only, where the encoder's output is what is cached)."""
 
 from __future__ import annotations
 
+import copy
 import random
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -306,3 +308,49 @@ def test_config_modes_and_yaml_booleans(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load("sometimes")
     assert "prefix_cache" in str(e.value) and "auto" in str(e.value)
+
+
+def test_other_ranks_wait_for_rank_0s_build_and_give_up_when_it_stalls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under DDP rank 0 builds; a waiting rank reads rank 0's files (never builds them itself) as soon
+    as the manifest is there, and stops with an error when rank 0's heartbeat stops moving."""
+    import threading
+
+    import loralab.train.prefix_cache as pc
+
+    monkeypatch.setattr(pc, "WAIT_POLL_SECONDS", 0.05)
+    ex = _examples(lm=True)
+    model = _peft(_model("llama", "causal-lm"), "llama", "causal-lm", 2)
+    decision = decide(model, _cfg(), mode="auto", padding_side="right", probe_ids=ex.input_ids[0],
+                      token_type=False)  # fmt: skip
+    builds: list[str] = []
+    real_build = PrefixCache._build
+
+    def slow_build(self: PrefixCache, *a: Any, **kw: Any) -> Any:
+        builds.append(threading.current_thread().name)
+        time.sleep(0.5)  # the waiter polls meanwhile and finds no manifest
+        return real_build(self, *a, **kw)
+
+    monkeypatch.setattr(PrefixCache, "_build", slow_build)
+    # the waiter has its own copy of the model, as another process has (the build's hooks are per model)
+    twin = copy.deepcopy(model)
+    rank0 = PrefixCache(decision, tmp_path / "cache")
+    builder = threading.Thread(
+        target=rank0.prepare, args=(_cfg(), model, {"train": ex}, Console(quiet=True)), name="rank0"
+    )
+    builder.start()
+    waiter = PrefixCache(decision, tmp_path / "cache")
+    waiter.prepare(_cfg(), twin, {"train": ex}, Console(quiet=True), wait_seconds=30)
+    builder.join()
+    assert builds == ["rank0"]  # one build, by rank 0
+    assert waiter.events[0].startswith("train: built by rank 0 (waited ")
+    assert waiter.bytes == rank0.bytes > 0
+    # rank 0 died mid-build: no manifest ever comes and the heartbeat stands still
+    other = Examples(input_ids=[r[:4] for r in ex.input_ids], labels=[r[:4] for r in ex.labels])
+    t0 = time.monotonic()
+    with pytest.raises(pc.PrefixCacheError, match="no progress from rank 0"):
+        PrefixCache(decision, tmp_path / "cache").prepare(
+            _cfg(), twin, {"train": other}, Console(quiet=True), wait_seconds=0.3
+        )
+    assert time.monotonic() - t0 < 10

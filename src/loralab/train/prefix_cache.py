@@ -61,6 +61,8 @@ HASH_WEIGHTS_UP_TO = 2 * 1024**3
 # 1,024 built SmolLM2-135M's 20-layer prefix at 1,060 tokens/s, 16,384 at 470 (attention and
 # activations then leave the caches): measured in benchmarks/bench_prefix_cache.py's setting.
 BUILD_TOKENS = {"cpu": 1024, "cuda": 32768}
+HEARTBEAT = "building.json"  # rewritten by the building rank as it goes; waiters watch its mtime
+WAIT_POLL_SECONDS = 1.0
 _STORED = {torch.float32: np.float32, torch.float16: np.float16, torch.bfloat16: np.int16}
 
 
@@ -418,6 +420,15 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _heartbeat(folder: Path, split: str, done: int, total: int, last: float) -> float:
+    """What the other ranks watch while rank 0 builds (at most once a second)."""
+    now = time.monotonic()
+    if now - last < 1.0 and done < total:
+        return last
+    _write_json_atomic(folder / HEARTBEAT, {"split": split, "rows": done, "of": total, "pid": os.getpid()})
+    return now
+
+
 def _check(folder: Path, stem: str, key: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     """The split's manifest when its files are whole and made for `key`; else (None, why not)."""
     man_path = folder / f"{stem}.json"
@@ -468,9 +479,16 @@ class PrefixCache:
         console: Console,
         *,
         build: bool = True,
+        wait_seconds: float | None = None,
     ) -> None:
         """Load each split's cache when a whole one for this key exists, else build it (`build=False`:
-        leave that split uncached, as scoring a reloaded run does: one pass gains nothing from a build)."""
+        leave that split uncached, as scoring a reloaded run does: one pass gains nothing from a build).
+
+        `wait_seconds` (the other ranks of a distributed run): rank 0 builds, this process waits for
+        each split's manifest instead of building the same files. It waits as long as the builder's
+        heartbeat moves, so a long build meets no fixed timeout, and gives up `wait_seconds` after the
+        heartbeat last moved (a builder that died). Nothing here is a collective: the process group
+        starts after the cache, so NCCL/gloo timeouts never see the build."""
         assert self.root is not None and self.decision.used
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         device = next(model.parameters()).device
@@ -485,6 +503,8 @@ class PrefixCache:
                 continue  # an empty split has nothing to cache
             stem = f"{name}-{_rows_digest(ex)[:16]}"
             man, why = _check(folder, stem, key)
+            if man is None and wait_seconds is not None:
+                man = self._wait(folder, stem, key, name, wait_seconds)
             if man is None and not build:
                 continue
             if man is None:
@@ -500,6 +520,29 @@ class PrefixCache:
                 self.events.append(f"{name}: reused {folder / stem}.bin")
             self.splits[name] = self._open(folder, stem, man, ex)
             self.bytes += int(man["bytes"])
+
+    def _wait(self, folder: Path, stem: str, key: dict[str, Any], split: str, stall: float) -> dict[str, Any]:
+        beat = folder / HEARTBEAT
+        seen: int | None = None
+        t0 = moved = time.monotonic()
+        while True:
+            man, _ = _check(folder, stem, key)  # a damaged file is rank 0's to rebuild: keep waiting
+            if man is not None:
+                self.events.append(f"{split}: built by rank 0 (waited {time.monotonic() - t0:.0f} s)")
+                return man
+            try:
+                mtime: int | None = beat.stat().st_mtime_ns
+            except OSError:
+                mtime = None
+            if mtime != seen:
+                seen, moved = mtime, time.monotonic()
+            elif time.monotonic() - moved > stall:
+                raise PrefixCacheError(
+                    f"prefix cache: no progress from rank 0 building {folder / stem}.bin for {stall:.0f} s "
+                    f"(its heartbeat {beat} stopped); see rank 0's log. Every node must see "
+                    "--prefix-cache-dir; or set prefix_cache: off"
+                )
+            time.sleep(WAIT_POLL_SECONDS)
 
     def _states_dtype(self, model: Any, base: Any, splits: dict[str, Examples]) -> torch.dtype:
         ex = next((e for e in splits.values() if len(e)), None)
@@ -578,6 +621,7 @@ class PrefixCache:
             console=console,
             transient=True,
         )
+        rows_done, beat = 0, 0.0
         with progress:
             task = progress.add_task("rows", total=len(ex))
             for rows in batches:
@@ -594,6 +638,7 @@ class PrefixCache:
                 for j, r in enumerate(rows):
                     mm[offsets[r] : offsets[r + 1]] = arr[j, : lengths[r]]
                 progress.advance(task, len(rows))
+                beat = _heartbeat(folder, split, rows_done := rows_done + len(rows), len(ex), beat)
         assert mm is not None and hidden is not None
         mm.flush()
         del mm
