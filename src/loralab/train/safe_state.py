@@ -71,7 +71,11 @@ def save_state(state: Any, path: Path) -> None:
 
 
 def load_state(path: Path, device: str | torch.device = "cpu") -> Any:
-    tensors = load_file(str(path.with_suffix(".safetensors")), device=str(device))
+    dev = torch.device(device)
+    # DDP on CPU runs on "cpu:0" (accelerate's MULTI_CPU device), which safetensors refuses
+    tensors = load_file(
+        str(path.with_suffix(".safetensors")), device="cpu" if dev.type == "cpu" else str(dev)
+    )
     return _decode(json.loads(path.with_suffix(".json").read_text()), tensors)
 
 
