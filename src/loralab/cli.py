@@ -381,11 +381,13 @@ def train_cmd(
     check: Annotated[bool, typer.Option("--check", help="Run the preflight checks only.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (CI logs).")] = False,
     num_processes: Annotated[
-        int,
+        int | None,
         typer.Option(
-            "--num-processes", "-n", help="Data-parallel processes per machine (DDP through torchrun)."
+            "--num-processes",
+            "-n",
+            help="Data-parallel processes per machine (default 1, or the accelerate config's).",
         ),
-    ] = 1,
+    ] = None,
     prefix_cache: Annotated[
         str | None,
         typer.Option(
@@ -419,6 +421,19 @@ def train_cmd(
     master_port: Annotated[
         int | None, typer.Option("--master-port", help="Port on node 0 (default: 29500 across nodes).")
     ] = None,
+    launcher: Annotated[
+        str,
+        typer.Option(
+            "--launcher", help="torchrun | accelerate: what starts the processes of a distributed run."
+        ),
+    ] = "torchrun",
+    accelerate_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--accelerate-config",
+            help="accelerate's config file for --launcher accelerate (DDP, DeepSpeed or FSDP settings).",
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune with LoRA: preflight checks, then training, evaluation and the run record."""
 
@@ -429,19 +444,29 @@ def train_cmd(
             ("--node-rank", node_rank, (0, None, True)),
             ("--master-port", master_port, (1, 65535, True)),
         )
+        if launcher not in ("torchrun", "accelerate"):
+            raise UsageError(
+                Problem("--launcher", "", f"unknown launcher {launcher!r}", "use torchrun or accelerate")
+            )
+        if accelerate_config is not None and launcher != "accelerate":
+            raise UsageError(
+                Problem("--accelerate-config", "", "is read by accelerate only", "add --launcher accelerate")
+            )
         # train imports torch, transformers and peft (seconds): only `loralab train` pays for them.
-        from loralab.train.run import launch_distributed, node_layout, train
+        from loralab.train.launch import launch_distributed, plan_launch
+        from loralab.train.run import train
 
-        num = 1 if check else num_processes  # the checks run once, in this process
         cache: dict[str, Any] = {
             "prefix_cache": prefix_cache,
             "prefix_cache_dir": prefix_cache_dir,
             "fmt": fmt,
         }
-        layout = node_layout(nnodes, node_rank, master_addr, master_port)
-        if num > 1 or (layout.nnodes > 1 and not check):
+        spread = (num_processes, nnodes, node_rank, master_addr, master_port)
+        # --check: the checks run once, in this process
+        launch = None if check else plan_launch(launcher, accelerate_config, *spread)
+        if launch is not None:
             code = launch_distributed(
-                config, num_processes=num, output=output, resume=resume, quiet=quiet, layout=layout, **cache
+                config, output=output, resume=resume, quiet=quiet, launch=launch, **cache
             )
             if code:
                 raise typer.Exit(code)

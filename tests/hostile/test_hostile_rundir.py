@@ -25,12 +25,12 @@ from typer.testing import CliRunner
 from loralab.cli import app
 from loralab.config import load_experiment
 from loralab.train.checkpoints import checkpoint_problems
+from loralab.train.launch import Launch, NodeLayout, launch_distributed
 from loralab.train.run import (
     RUNS_DIR,
     RunDirRefused,
     check_run_dir,
     config_differences,
-    launch_distributed,
     new_run_dir,
     process_identity,
     run_folder_name,
@@ -245,9 +245,9 @@ def test_distributed_launch_refuses_before_starting_workers(tiny: dict[str, Path
     a_file.write_text("x")
     t0 = time.perf_counter()
     with pytest.raises(RunDirRefused, match="is a file, not a folder"):
-        launch_distributed(cfg, num_processes=2, output=a_file, resume=False, quiet=True)
+        launch_distributed(cfg, output=a_file, resume=False, quiet=True, launch=Launch(NodeLayout(), 2))
     with pytest.raises(RunDirRefused, match="--resume continues the run in --output"):
-        launch_distributed(cfg, num_processes=2, output=None, resume=True, quiet=True)
+        launch_distributed(cfg, output=None, resume=True, quiet=True, launch=Launch(NodeLayout(), 2))
     assert time.perf_counter() - t0 < 30  # no torchrun was started
 
 

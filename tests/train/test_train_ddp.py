@@ -4,6 +4,7 @@ takes the same global batch (2 x 8 vs 1 x 16) for the same number of optimizer s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -77,50 +78,106 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_two_nodes_match_one(tmp_path: Path, single: tuple[Path, Path, Path, dict[str, float]]) -> None:
-    """Two torchrun agents on this machine, one process each, as node 0 and node 1 of a two-node run
-    (static rendezvous on node 0's address): global rank 0 on node 0 writes the run directory."""
-    model, train_csv, test_csv, one = single
-    cfg = experiment_yaml(tmp_path, model, train_csv, test_csv)
-    run = tmp_path / "run"
-    port = str(_free_port())
-    nodes = [
+def _start_nodes(cfg: Path, run: Path, *extra: str, port: str | None = None) -> list[subprocess.Popen[str]]:
+    """Node 0 and node 1 of a two-node run: one launcher each, one process per node, static rendezvous
+    on node 0's address. Each node is its own process group, so a test can kill one node whole."""
+    port = port or str(_free_port())
+    nodes = ("--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", port, "-n", "1")
+    return [
         subprocess.Popen(
-            _cmd(
-                cfg,
-                run,
-                "--nnodes",
-                "2",
-                "--node-rank",
-                str(r),
-                "--master-addr",
-                "127.0.0.1",
-                "--master-port",
-                port,
-                "-n",
-                "1",
-            ),
+            _cmd(cfg, run, *nodes, "--node-rank", str(r), *extra),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             env=ENV,
+            start_new_session=True,
         )
         for r in (0, 1)
     ]
+
+
+def _finish(nodes: list[subprocess.Popen[str]], run: Path) -> dict[str, float]:
     results = [(p.wait(timeout=600), p.stderr.read() if p.stderr else "") for p in nodes]
     assert results[1][0] == 0, results[1][1][-3000:]
-    metrics = _check(results[0], run)
+    return _check(results[0], run)
+
+
+def test_two_nodes_match_one(tmp_path: Path, single: tuple[Path, Path, Path, dict[str, float]]) -> None:
+    """Two torchrun agents on this machine as node 0 and node 1 of a two-node run: global rank 0 on
+    node 0 writes the run directory."""
+    model, train_csv, test_csv, one = single
+    cfg = experiment_yaml(tmp_path, model, train_csv, test_csv)
+    run = tmp_path / "run"
+    metrics = _finish(_start_nodes(cfg, run), run)
     _assert_like_single(metrics, run, one)
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
     notes = json.loads((run / "record.json").read_text())["notes"]
     assert "all 2 processes load the same config and data (sha256)" in notes  # checked across nodes
 
 
+def test_two_nodes_through_accelerate(
+    tmp_path: Path, single: tuple[Path, Path, Path, dict[str, float]]
+) -> None:
+    """The same two nodes started by `accelerate launch` with the shipped two-node accelerate config;
+    loralab's flags replace its process layout (2 x 1 processes on 127.0.0.1 instead of 2 x 8)."""
+    model, train_csv, test_csv, one = single
+    cfg = experiment_yaml(tmp_path, model, train_csv, test_csv)
+    run = tmp_path / "run"
+    example = Path(__file__).resolve().parents[2] / "examples" / "accelerate" / "two-nodes.yaml"
+    nodes = _start_nodes(cfg, run, "--launcher", "accelerate", "--accelerate-config", str(example))
+    _assert_like_single(_finish(nodes, run), run, one)
+
+
+def _kill_tree(pid: int) -> None:
+    import psutil
+
+    root = psutil.Process(pid)
+    for p in [*root.children(recursive=True), root]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+
+
+def test_kill_one_node_then_resume_both(
+    tmp_path: Path, single: tuple[Path, Path, Path, dict[str, float]]
+) -> None:
+    """Node 1 is killed (launcher and worker, SIGKILL) once a checkpoint is complete; node 0 fails on the
+    lost peer and keeps what it wrote; both nodes restarted with --resume continue from the last
+    complete checkpoint and end like the uninterrupted run."""
+    import time
+
+    from loralab.train.trainer import complete_checkpoints
+
+    model, train_csv, test_csv, one = single
+    cfg = experiment_yaml(tmp_path, model, train_csv, test_csv)
+    run = tmp_path / "run"
+    nodes = _start_nodes(cfg, run)
+    deadline = time.monotonic() + 300
+    while not [c for c in complete_checkpoints(run / "checkpoints") if c.name != "checkpoint-5"]:
+        assert time.monotonic() < deadline and nodes[0].poll() is None, "no second checkpoint"
+        time.sleep(0.2)
+    _kill_tree(nodes[1].pid)  # torchrun starts its workers in sessions of their own
+    try:
+        code0 = nodes[0].wait(timeout=180)  # gloo sees the closed connection
+    except subprocess.TimeoutExpired:
+        _kill_tree(nodes[0].pid)
+        code0 = nodes[0].wait()
+    nodes[1].wait()
+    assert code0 != 0
+    assert not (run / "metrics.json").exists()
+    assert json.loads((run / "status.json").read_text())["status"] in ("failed", "running")
+    last = complete_checkpoints(run / "checkpoints")[-1]
+    resumed = _start_nodes(cfg, run, "--resume")
+    metrics = _finish(resumed, run)
+    _assert_like_single(metrics, run, one)
+    assert json.loads((run / "status.json").read_text())["status"] == "completed"
+    assert f"resumed from {last.name}" in json.loads((run / "record.json").read_text())["notes"]
+
+
 def test_multi_node_needs_an_output_and_a_master(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from loralab.cli import app
-    from loralab.train.run import node_layout
+    from loralab.train.launch import node_layout
 
     cfg = experiment_yaml(tmp_path, tmp_path / "m", tmp_path / "t.csv", tmp_path / "s.csv")
     res = CliRunner().invoke(

@@ -30,10 +30,7 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -452,108 +449,6 @@ def override_prefix_cache(cfg: ExperimentConfig, mode: str) -> None:
 
 def _skipped_preflight() -> PreflightReport:
     return PreflightReport(findings=[])
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-TORCHRUN_PORT = 29500  # torchrun's own default master port
-
-
-@dataclass
-class NodeLayout:
-    """Where this machine sits in a multi-node run (one torchrun agent per node)."""
-
-    nnodes: int = 1
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int | None = None  # None on one node: a free port is picked
-    source: str = "flags"
-
-
-def first_slurm_host(nodelist: str) -> str:
-    """The first host of a Slurm node list ("gpu[03-04,07],cpu1" -> "gpu03"), as `scontrol show
-    hostnames` would list it first: node 0 of the job, where rank 0 runs."""
-    first = re.split(r",(?![^\[]*\])", nodelist.strip())[0]
-    m = re.fullmatch(r"([^\[]*)\[([^\],-]+)[^\]]*\]", first)
-    return m.group(1) + m.group(2) if m else first
-
-
-def node_layout(
-    nnodes: int | None,
-    node_rank: int | None,
-    master_addr: str | None,
-    master_port: int | None,
-    env: Mapping[str, str] | None = None,
-) -> NodeLayout:
-    """The flags, else Slurm's environment (SLURM_NNODES, SLURM_NODEID, the job's first host), else
-    MASTER_ADDR / MASTER_PORT, else one node. Refuses a layout torchrun would hang on."""
-    env = os.environ if env is None else env
-    slurm = "SLURM_JOB_ID" in env and env.get("SLURM_NNODES", "").isdigit()
-    n = nnodes if nnodes is not None else int(env["SLURM_NNODES"]) if slurm else 1
-    r = node_rank if node_rank is not None else int(env.get("SLURM_NODEID", "0") or 0) if slurm else 0
-    addr = master_addr or env.get("MASTER_ADDR")
-    if addr is None and slurm and env.get("SLURM_JOB_NODELIST"):
-        addr = first_slurm_host(env["SLURM_JOB_NODELIST"])
-    port = master_port or (int(env["MASTER_PORT"]) if env.get("MASTER_PORT", "").isdigit() else None)
-    if n > 1 and not addr:
-        raise RunDirRefused(f"--nnodes {n}: give --master-addr HOST (the address of node 0)")
-    if not 0 <= r < n:
-        raise RunDirRefused(f"--node-rank {r} is out of range for --nnodes {n}: give 0 to {n - 1}")
-    source = "slurm" if slurm and (nnodes is None or node_rank is None) else "flags"
-    return NodeLayout(n, r, addr or "127.0.0.1", port if n == 1 else port or TORCHRUN_PORT, source)
-
-
-def launch_distributed(
-    config: Path,
-    *,
-    num_processes: int,
-    output: Path | None,
-    resume: bool,
-    quiet: bool,
-    prefix_cache: str | None = None,
-    prefix_cache_dir: Path | None = None,
-    fmt: str | None = None,
-    layout: NodeLayout | None = None,
-) -> int:
-    """Run `loralab train` in `num_processes` processes per node (DDP: gloo on CPU, NCCL on GPUs) with
-    torchrun, on one node or, with `layout`, as one node of several.
-
-    torchrun, not `accelerate launch`: accelerate's launcher runs a single process for `--cpu`, and
-    the HF Trainer sets up DDP (and DeepSpeed, from the experiment's deepspeed config) from torchrun's
-    environment itself. The run directory is fixed here so that every rank uses the same one; across
-    nodes it must be given (--output) and sit on a filesystem every node sees, as the Trainer's
-    checkpoints and resume need. Torchrun's static rendezvous on node 0's address keeps global rank 0,
-    the one process that writes the run directory, on node 0.
-    """
-    layout = layout or NodeLayout()
-    cfg = load_experiment(config, fmt=fmt)
-    if resume and output is None:
-        raise RunDirRefused("--resume continues the run in --output: give --output RUN_DIR")
-    if layout.nnodes > 1 and output is None:
-        raise RunDirRefused(
-            f"--nnodes {layout.nnodes}: give --output RUN_DIR on a filesystem every node sees (each node "
-            "would otherwise name its own folder)"
-        )
-    run_dir = new_run_dir(cfg, output)
-    if layout.node_rank == 0:
-        # The folder checks, here too: a refusal is one line from this process, not one per worker;
-        # the other nodes would see node 0's fresh run in a shared folder.
-        check_run_dir(run_dir, resume=resume)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(num_processes)]
-    if layout.nnodes > 1:
-        cmd += ["--nnodes", str(layout.nnodes), "--node_rank", str(layout.node_rank)]
-    port = layout.master_port or _free_port()
-    cmd += ["--master_addr", layout.master_addr, "--master_port", str(port)]
-    cmd += ["-m", "loralab", "train", str(config), "--output", str(run_dir)]
-    cmd += ["--resume"] * resume + ["--quiet"] * quiet
-    cmd += ["--prefix-cache", prefix_cache] if prefix_cache else []
-    cmd += ["--prefix-cache-dir", str(prefix_cache_dir)] if prefix_cache_dir else []
-    cmd += ["--format", fmt] if fmt else []
-    return subprocess.call(cmd)
 
 
 class PreflightFailed(LoralabError):

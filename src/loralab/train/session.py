@@ -7,6 +7,7 @@ is a `TaskStrategy` (`loralab.train.tasks`); the outline here is the same for ev
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,14 @@ class Session:
             ta.pop("train_sampling_strategy")  # loralab's length buckets do this (and keep eval aligned)
         assert self.policy is not None, "setup() chooses the precision first"
         ta.update(training_args_overrides(self.policy))
+        # `accelerate launch` exports its config's mixed_precision, which the Trainer uses whenever
+        # bf16 and fp16 are both off: loralab's precision choice (device, weights' dtype) stays the truth.
+        ours = "bf16" if self.policy.bf16 else "fp16" if self.policy.fp16 else "no"
+        theirs = os.environ.get("ACCELERATE_MIXED_PRECISION")
+        if theirs and theirs != ours:
+            why = self.policy.reason
+            self.notes.append(f"accelerate's mixed_precision {theirs} replaced by {ours} ({why})")
+            os.environ["ACCELERATE_MIXED_PRECISION"] = ours
         ta.update(
             output_dir=str(self.run_dir / "checkpoints"),
             report_to="none",  # loralab logs to MLflow itself, with failures contained
@@ -179,6 +188,7 @@ class Session:
                 raise LoralabError(f"--resume: no complete checkpoint in {self.run_dir / 'checkpoints'}")
             ckpt = str(done[-1])
             self.console.print(f"resuming from {ckpt}")
+            self.notes.append(f"resumed from {done[-1].name}")
         out = self.trainer.train(resume_from_checkpoint=ckpt)
         self.train_output = out
         save_adapter(self.trainer, self.run_dir / "adapter")
