@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -164,8 +165,22 @@ def test_launch_lines(written: dict[str, LaunchFiles]) -> None:
         assert f"#SBATCH --nodes={NODES}" in sbatch and f"#SBATCH --gpus-per-node={GPUS}" in sbatch
         assert "#SBATCH --ntasks-per-node=1" in sbatch and "srun loralab train experiment.yaml" in sbatch
     text = (written["fsdp"].paths[0].parent / "launch.sh").read_text()
-    assert "accelerate launch --config_file accelerate_config.yaml" in text
-    assert f"--num_machines {NODES} --num_processes {GPUS * NODES} --machine_rank" in text
+    assert "  --launcher accelerate --accelerate-config accelerate_config.yaml" in text
+    assert f"-n {GPUS} --nnodes {NODES} --node-rank" in text
+    assert f"--num_machines {NODES} --num_processes {GPUS * NODES} --machine_rank" in text  # the comment
+    sbatch = (written["fsdp"].paths[0].parent / "slurm.sbatch").read_text()
+    assert (
+        "srun loralab train experiment.yaml --launcher accelerate "
+        f"--accelerate-config accelerate_config.yaml -n {GPUS}" in sbatch
+    )
+    # the scripts parse (bash -n) and stop with a message when a variable they need is unset
+    for lf in written.values():
+        for script in ("launch.sh", "slurm.sbatch"):
+            path = lf.paths[0].parent / script
+            assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0, script
+        run = subprocess.run(["bash", str(lf.paths[0].parent / "launch.sh")], capture_output=True, text=True,
+                             env={"PATH": os.environ["PATH"]})  # fmt: skip
+        assert run.returncode != 0 and "set NODE_RANK" in run.stderr
     names = [p.name for p in written["fsdp"].paths]
     assert names == ["accelerate_config.yaml", "experiment.yaml", "launch.sh", "slurm.sbatch", "README.txt"]
     assert os.access(written["fsdp"].paths[2], os.X_OK)

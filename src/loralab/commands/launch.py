@@ -1,8 +1,8 @@
 """`loralab plan CONFIG --write-launch DIR`: the files a multi-GPU / multi-node layout needs.
 
 One folder per layout: the DeepSpeed JSON (ZeRO-2, ZeRO-3, with or without CPU offload) or the
-accelerate FSDP config, the experiment pointing at it, the launch command lines (torchrun through
-`loralab train`, or `accelerate launch` for FSDP), a Slurm batch script, and a README with the memory
+accelerate FSDP config, the experiment pointing at it, the launch command lines (`loralab train`
+starting torchrun, or `accelerate launch` for FSDP), a Slurm batch script, and a README with the memory
 per device recomputed for that layout: the plan a user reads before launching is the one the files
 launch.
 
@@ -270,12 +270,15 @@ def launch_lines(layout: Layout, gpus: int, nodes: int) -> list[str]:
     if layout.fsdp:
         return [
             here,
-            "# FSDP through accelerate: one launcher per node, accelerate starts "
-            f"{gpus} processes on it ({gpus * nodes} in all).",
-            "accelerate launch --config_file accelerate_config.yaml \\",
-            f'  --num_machines {nodes} --num_processes {gpus * nodes} --machine_rank "$NODE_RANK" \\',
-            f'  --main_process_ip "$MASTER_ADDR" --main_process_port {MASTER_PORT} \\',
-            '  -m loralab train experiment.yaml --output "$RUN_DIR"',
+            f"# loralab starts accelerate launch: {gpus} processes on this node ({gpus * nodes} in all),",
+            "# its flags replacing the file's process layout. The same as",
+            f"#   accelerate launch --config_file accelerate_config.yaml --num_machines {nodes} "
+            f"--num_processes {gpus * nodes} --machine_rank $NODE_RANK --main_process_ip $MASTER_ADDR "
+            f"--main_process_port {MASTER_PORT} -m loralab train experiment.yaml --output $RUN_DIR",
+            "loralab train experiment.yaml \\",
+            "  --launcher accelerate --accelerate-config accelerate_config.yaml \\",
+            f'  -n {gpus} --nnodes {nodes} --node-rank "$NODE_RANK" --master-addr "$MASTER_ADDR" \\',
+            f'  --master-port {MASTER_PORT} --output "$RUN_DIR"',
         ]
     return [
         here,
@@ -297,7 +300,7 @@ def launch_sh(layout: Layout, gpus: int, nodes: int) -> str:
         "#   RUN_DIR      the run folder, on a filesystem every node sees",
         "set -euo pipefail",
         ': "${NODE_RANK:?set NODE_RANK (0 .. nodes-1)}"',
-        ': "${MASTER_ADDR:?set MASTER_ADDR to the first node\'s address}"',
+        ': "${MASTER_ADDR:?set MASTER_ADDR to the address of the first node}"',
         ': "${RUN_DIR:?set RUN_DIR to a folder every node sees}"',
         *launch_lines(layout, gpus, nodes),
     ]
@@ -305,21 +308,10 @@ def launch_sh(layout: Layout, gpus: int, nodes: int) -> str:
 
 
 def slurm_sbatch(layout: Layout, gpus: int, nodes: int, name: str) -> str:
-    if layout.fsdp:
-        # accelerate does not read SLURM_*: give it the rank and address per task.
-        cmd = [
-            "srun bash -c 'accelerate launch --config_file accelerate_config.yaml "
-            f"--num_machines {nodes} --num_processes {gpus * nodes} --machine_rank $SLURM_NODEID "
-            f"--main_process_ip $MASTER_ADDR --main_process_port {MASTER_PORT} "
-            '-m loralab train experiment.yaml --output "$RUN_DIR"\'',
-        ]
-        head = [
-            'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
-        ]
-    else:
-        # loralab train reads SLURM_NNODES / SLURM_NODEID / the first host of SLURM_JOB_NODELIST itself.
-        cmd = [f'srun loralab train experiment.yaml -n {gpus} --output "$RUN_DIR"']
-        head = []
+    # loralab train reads SLURM_NNODES / SLURM_NODEID / the first host of SLURM_JOB_NODELIST itself,
+    # for accelerate as for torchrun.
+    engine = "--launcher accelerate --accelerate-config accelerate_config.yaml " if layout.fsdp else ""
+    cmd = f'srun loralab train experiment.yaml {engine}-n {gpus} --output "$RUN_DIR"'
     lines = [
         "#!/usr/bin/env bash",
         f"#SBATCH --job-name={shlex.quote(name)}",
@@ -330,8 +322,7 @@ def slurm_sbatch(layout: Layout, gpus: int, nodes: int, name: str) -> str:
         "set -euo pipefail",
         'cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")}"',
         ': "${RUN_DIR:?export RUN_DIR (a folder every node sees) before sbatch}"',
-        *head,
-        *cmd,
+        cmd,
     ]
     return "\n".join(lines) + "\n"
 
@@ -364,11 +355,9 @@ def readme(result: LaunchFiles, layer_cls: str | None) -> str:
         lines += [
             "",
             "FSDP and the adapter: checkpoints during training are SHARDED_STATE_DICT (each rank writes",
-            "its shard, no gather on every save); the final adapter must be saved as a full state dict:",
-            "switch to FULL_STATE_DICT at save time, as PEFT's FSDP guide does before save_model:",
-            "  trainer.accelerator.state.fsdp_plugin.set_state_dict_type('FULL_STATE_DICT')",
-            "A sharded final adapter is refused by loralab's saved-adapter check (peft #2892); where the",
-            "trainer does not switch, set fsdp_state_dict_type: FULL_STATE_DICT in accelerate_config.yaml.",
+            "its shard, no gather on every save); for the final adapter loralab switches to",
+            "FULL_STATE_DICT and saves through the Trainer on every rank (a sharded save writes nothing;",
+            "accelerate #3508), then re-reads the file against the plan (peft #2892).",
             f"Wrapped block: {layer_cls or 'none found; wrapping by size (100M parameters)'}.",
         ]
     if lay.zero_stage == 3 and not lay.fsdp:
