@@ -4,6 +4,10 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 scripts/bootstrap.sh dev,train,evaluate,ui,ray
+# DeepSpeed, for the ZeRO-2/3 tests on CPU (gloo; not a loralab dependency). Its sdist's setup.py
+# imports torch, so it is built against the CPU torch already here, not in an isolated build that
+# would pull a CUDA torch.
+.venv/bin/python -m pip install -q --no-build-isolation -c constraints.txt "deepspeed==0.19.8"
 # Debian's chromium for the report's headless-browser test (skipped with a reason when unavailable).
 bash scripts/install_browser.sh || true
 .venv/bin/ruff check src tests benchmarks

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,19 +25,13 @@ import yaml
 
 from loralab.config import load_experiment
 from loralab.errors import LoralabError
-from loralab.train.run import RunDirRefused, check_run_dir, new_run_dir
+from loralab.train.run import RunDirRefused, check_run_dir, free_port, new_run_dir
 
 TORCHRUN_PORT = 29500  # torchrun's own default master port (accelerate's too)
 
 
 class LaunchError(LoralabError):
     """The launcher or its config cannot start this run."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -263,7 +256,7 @@ def launch_distributed(
         # The folder checks, here too: a refusal is one line from this process, not one per worker;
         # the other nodes would see node 0's fresh run in a shared folder.
         check_run_dir(run_dir, resume=resume)
-    port = node.master_port or _free_port()
+    port = node.master_port or free_port()
     cmd = (
         accelerate_command(accelerate, port) if accelerate else torchrun_command(node, launch.per_node, port)
     )

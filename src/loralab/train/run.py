@@ -419,6 +419,8 @@ def train(
     write_json(run_dir / "preflight.json", redact_secrets([f.__dict__ for f in report.findings]))
     for n in start_notes:
         console.print(f"[cyan]note:[/] {escape(n)}")
+    if cfg.deepspeed is not None and "RANK" not in os.environ:
+        one_process_group()
     set_status(run_dir, "running", **process_identity())
     t0 = time.perf_counter()
     session: Session | None = None
@@ -428,6 +430,8 @@ def train(
         session.setup()
         session.fit(resume=resume)
         if not is_main_process():
+            if session.sharded:
+                session.validate()  # rank 0's forward passes need this rank's shards
             return None  # rank 0 evaluates and writes the results
         metrics = session.validate()
     except BaseException as e:
@@ -445,6 +449,21 @@ def override_prefix_cache(cfg: ExperimentConfig, mode: str) -> None:
         raise LoralabError(f"--prefix-cache {mode!r}: use one of {', '.join(PREFIX_CACHE_MODES)}")
     cfg.prefix_cache = mode
     cfg.raw["prefix_cache"] = mode
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def one_process_group() -> None:
+    """torchrun's environment for a world of one process. DeepSpeed needs a process group even for one
+    process, and without these variables it looks for MPI instead (ModuleNotFoundError: mpi4py)."""
+    port = str(free_port())
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1"),
+                       ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", port)):  # fmt: skip
+        os.environ.setdefault(key, value)
 
 
 def _skipped_preflight() -> PreflightReport:

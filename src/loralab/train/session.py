@@ -201,16 +201,35 @@ class Session:
             verify_saved_adapter(self.run_dir / "adapter", self.plan)
 
     # ---- validate ---------------------------------------------------------------------------
+    @property
+    def sharded(self) -> bool:
+        """Whether the weights are split across processes (ZeRO-3, FSDP): then a forward pass on one
+        rank gathers shards from all of them, and every rank must run it."""
+        t = self.trainer
+        if t is None:
+            return False
+        if t.is_fsdp_enabled:
+            return True
+        ds = getattr(getattr(t.accelerator.state, "deepspeed_plugin", None), "zero_stage", None)
+        return bool(t.is_deepspeed_enabled and ds == 3)
+
     def validate(self) -> dict[str, Any]:
+        """Score the final model; rank 0 writes the results. Under ZeRO-3 / FSDP every rank calls this
+        and runs the same forward passes (rank 0's would otherwise wait on shards from ranks that have
+        left), the other ranks writing nothing."""
         split = "test" if "test" in self.splits else "validation"
+        # FSDP's flat parameters are only whole inside its wrapper; ZeRO-3 hooks the modules themselves
+        model = self.trainer.model_wrapped if self.trainer.is_fsdp_enabled else self.model
         scored = self.task.score(
-            self.model,
+            model,
             self.tokenizer,
             self.splits[split],
             self.collator,
             split=split,
             batch_size=self._eval_batch(),
         )
+        if not is_main_process():
+            return scored.metrics
         for w in scored.metrics.get("warnings", []):
             self.console.print(f"[bold red]warning:[/] {w}")
         scored.write_predictions(self.run_dir / "predictions.csv")
