@@ -15,7 +15,7 @@ from loralab import __version__
 from loralab.cli_errors import format_error, reading
 from loralab.commands.diff import run_diff
 from loralab.commands.plan import PlanExtras, run_modules, run_plan
-from loralab.commands.recommend import DataOptions, parse_duration, run_recommend
+from loralab.commands.recommend import DataOptions, LaunchRequest, parse_duration, run_recommend
 from loralab.commands.ui import serve_ui
 from loralab.config.formats.convert import convert_file
 from loralab.errors import Problem, UsageError
@@ -304,6 +304,22 @@ def recommend(
         str | None, typer.Option("--out", "-o", help="Write the config as YAML here.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    write_launch: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-launch",
+            help="Also write the recommendation's launch files (as `plan --write-launch`) into DIR.",
+        ),
+    ] = None,
+    nodes: Annotated[
+        int, typer.Option("--nodes", help="Machines, with --write-launch (--gpus is per machine).")
+    ] = 1,
+    layout: Annotated[
+        str | None,
+        typer.Option(
+            "--layout", help="ddp | zero2 | zero2-offload | zero3 | zero3-offload | fsdp (default: ddp)."
+        ),
+    ] = None,
 ) -> None:
     """Rank, alpha, targets, layers, batch, learning rate, steps, precision and checkpointing that fit."""
 
@@ -314,7 +330,9 @@ def recommend(
             ("--rows", rows, COUNT),
             ("--seq-len", seq_len, COUNT),
             ("--epochs", epochs, COUNT),
+            ("--nodes", nodes, COUNT),
         )
+        launch = LaunchRequest(write_launch, nodes, layout) if write_launch is not None else None
         run_recommend(
             model,
             task=task,
@@ -331,6 +349,7 @@ def recommend(
             cpu=cpu,
             epochs=epochs,
             validate=_validator(parse_duration(budget), out_path, as_json) if validate else None,
+            launch=launch,
         )
 
     _run(go)

@@ -149,3 +149,29 @@ def test_target_is_this_hosts_gpu_else_its_cpu(monkeypatch: Any) -> None:
     assert cmd.pick_target(None, cpu=False).device == "cuda"
     assert cmd.pick_target(None, cpu=True).device == "cpu"  # --cpu wins over a GPU
     assert cmd.pick_target("24GiB", cpu=False).memory == 24 * 2**30
+
+
+def test_write_launch_writes_the_recommendations_launch_files(tmp_path: Path) -> None:
+    """`recommend --write-launch`: the recommended config and plan's launch files for it, whose memory
+    `plan --write-launch` on the written experiment gives again (one code path, read back)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from loralab.cli import app
+
+    out = tmp_path / "launch"
+    args = ["Qwen/Qwen3-8B", "--task", "seq-cls", "--num-labels", "10", "--rows", "5000"]
+    args += ["--gpu-mem", "80GiB", "--gpus", "8", "--nodes", "2", "--layout", "zero3"]
+    res = CliRunner().invoke(app, ["recommend", *args, "--json", "--write-launch", str(out)])
+    assert res.exit_code == 0, res.output
+    launch = json.loads(res.stdout)["launch"]
+    assert (launch["layout"], launch["gpus_per_node"], launch["nodes"]) == ("zero3", 8, 2)
+    names = sorted(Path(f).name for f in launch["files"])
+    assert names == ["README.txt", "deepspeed.json", "experiment.yaml", "launch.sh", "slurm.sbatch"]
+    assert (out / "recommended.yaml").is_file()  # the recommendation itself, as --out writes it
+    plan_args = ["plan", str(out / "experiment.yaml"), "--no-options", "--json", "--gpus", "8"]
+    plan_args += ["--nodes", "2", "--gpu-mem", "80GiB", "--write-launch", str(tmp_path / "again")]
+    again = CliRunner().invoke(app, plan_args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["launch"]["memory"] == launch["memory"]

@@ -422,6 +422,17 @@ def write_launch(
     return result
 
 
+def launch_json(result: LaunchFiles) -> dict[str, Any]:
+    """The `launch` entry of `plan --json` and `recommend --json`."""
+    return {
+        "layout": result.layout.name,
+        "gpus_per_node": result.gpus,
+        "nodes": result.nodes,
+        "files": [str(p) for p in result.paths],
+        "memory": result.memory.to_json(),
+    }
+
+
 def print_launch(result: LaunchFiles, out: Console) -> None:
     """What `loralab plan --write-launch` prints: the files, then the layout's memory beside them."""
     lay = result.layout
@@ -443,6 +454,7 @@ __all__ = [
     "Layout",
     "deepspeed_config",
     "default_layout",
+    "launch_json",
     "layout_memory",
     "print_launch",
     "write_launch",

@@ -15,7 +15,7 @@ from loralab.arch.cache import get_arch_record
 from loralab.arch.hf import default_task, max_length_problem, max_length_warning
 from loralab.arch.records import ArchRecord, ModuleRecord, name_pattern
 from loralab.arch.resolve import resolve_model
-from loralab.commands.launch import print_launch, write_launch
+from loralab.commands.launch import launch_json, print_launch, write_launch
 from loralab.config import load_experiment
 from loralab.config.models import TASK_TO_TASK_TYPE, ExperimentConfig, carves_validation, lm_validation_rows
 from loralab.data import infer_num_labels, read_rows
@@ -70,13 +70,7 @@ def run_plan(
             obj["time"] = time_est.to_json()
         obj["prefix_cache"] = cache.to_json()
         if launch is not None:
-            obj["launch"] = {
-                "layout": launch.layout.name,
-                "gpus_per_node": launch.gpus,
-                "nodes": launch.nodes,
-                "files": [str(p) for p in launch.paths],
-                "memory": launch.memory.to_json(),
-            }
+            obj["launch"] = launch_json(launch)
         if measured is not None:
             obj["measure"] = {
                 "twin": measured.twin,

@@ -18,6 +18,8 @@ from rich.table import Table
 from loralab.arch.cache import get_arch_record
 from loralab.arch.hf import default_task
 from loralab.arch.resolve import resolve_model
+from loralab.commands.launch import LaunchFiles, launch_json, print_launch, write_launch
+from loralab.config import load_experiment
 from loralab.config.models import TASK_TO_TASK_TYPE
 from loralab.data.fields import DataFields, data_fields
 from loralab.errors import ConfigError, Problem
@@ -121,6 +123,7 @@ def run_recommend(
     cpu: bool = False,
     epochs: int | None = None,
     validate: Callable[[Recommendation], None] | None = None,
+    launch: LaunchRequest | None = None,
 ) -> Recommendation:
     """`loralab recommend`: resolve the model, recommend, validate (when asked), print, write the YAML."""
     if validate is not None and not (data.path if isinstance(data, DataOptions) else data):
@@ -165,13 +168,8 @@ def run_recommend(
     if validate is not None:
         validate(rec)
     if out_path:
-        table = rec.validation_table
-        Path(out_path).write_text(
-            "# Written by `loralab recommend`; every value's reason is in its output.\n"
-            + "".join(f"# {line}\n" for line in table)
-            + yaml.safe_dump(rec.config, sort_keys=False, allow_unicode=True),
-            encoding="utf-8",
-        )
+        _write_config(rec, Path(out_path))
+    files = _write_launch(rec, out_path, launch, gpus=req.gpus) if launch is not None else None
     if as_json:
         print_json(
             {
@@ -186,10 +184,46 @@ def run_recommend(
                 "validation": rec.validation_table or None,
                 "config": rec.config,
             }
+            | ({"launch": launch_json(files)} if files is not None else {})
         )
     else:
         _print_recommendation(rec, req, console, out_path, left, target)
+        if files is not None:
+            print_launch(files, console)
     return rec
+
+
+@dataclass
+class LaunchRequest:
+    """`recommend --write-launch DIR [--nodes N] [--layout L]`: the launch files of the recommendation."""
+
+    folder: Path
+    nodes: int = 1
+    layout: str | None = None
+
+
+def _write_config(rec: Recommendation, path: Path) -> None:
+    path.write_text(
+        "# Written by `loralab recommend`; every value's reason is in its output.\n"
+        + "".join(f"# {line}\n" for line in rec.validation_table)
+        + yaml.safe_dump(rec.config, sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )
+
+
+def _write_launch(
+    rec: Recommendation, out_path: str | None, launch: LaunchRequest, *, gpus: int
+) -> LaunchFiles:
+    """The recommended config, read back as `loralab train` will read it, then plan's launch files for
+    it (with the memory recomputed for the layout)."""
+    source = Path(out_path) if out_path else launch.folder / "recommended.yaml"
+    if not out_path:
+        launch.folder.mkdir(parents=True, exist_ok=True)
+        _write_config(rec, source)
+    cfg = load_experiment(source)
+    return write_launch(
+        cfg, rec.plan, rec.memory, launch.folder, gpus=gpus, nodes=launch.nodes, layout=launch.layout
+    )
 
 
 def _read_data(opts: DataOptions, task: str) -> DataFields:
