@@ -1,6 +1,7 @@
 """Data-parallel training on CPU: two processes (gloo) reach the same result as one process that
 takes the same global batch (2 x 8 vs 1 x 16) for the same number of optimizer steps, on one machine
-(`-n 2`) and as two "nodes" (two torchrun agents with --nnodes 2 and their own --node-rank)."""
+(`-n 2`), as two "nodes" started by accelerate, and as two torchrun "nodes" (--nnodes 2, their own
+--node-rank) of which one is killed mid-run and both resumed."""
 
 from __future__ import annotations
 
@@ -102,19 +103,6 @@ def _finish(nodes: list[subprocess.Popen[str]], run: Path) -> dict[str, float]:
     return _check(results[0], run)
 
 
-def test_two_nodes_match_one(tmp_path: Path, single: tuple[Path, Path, Path, dict[str, float]]) -> None:
-    """Two torchrun agents on this machine as node 0 and node 1 of a two-node run: global rank 0 on
-    node 0 writes the run directory."""
-    model, train_csv, test_csv, one = single
-    cfg = experiment_yaml(tmp_path, model, train_csv, test_csv)
-    run = tmp_path / "run"
-    metrics = _finish(_start_nodes(cfg, run), run)
-    _assert_like_single(metrics, run, one)
-    assert json.loads((run / "status.json").read_text())["status"] == "completed"
-    notes = json.loads((run / "record.json").read_text())["notes"]
-    assert "all 2 processes load the same config and data (sha256)" in notes  # checked across nodes
-
-
 def test_two_nodes_through_accelerate(
     tmp_path: Path, single: tuple[Path, Path, Path, dict[str, float]]
 ) -> None:
@@ -140,9 +128,11 @@ def _kill_tree(pid: int) -> None:
 def test_kill_one_node_then_resume_both(
     tmp_path: Path, single: tuple[Path, Path, Path, dict[str, float]]
 ) -> None:
-    """Node 1 is killed (launcher and worker, SIGKILL) once a checkpoint is complete; node 0 fails on the
-    lost peer and keeps what it wrote; both nodes restarted with --resume continue from the last
-    complete checkpoint and end like the uninterrupted run."""
+    """Two torchrun agents on this machine as node 0 and node 1 of a two-node run (global rank 0, on
+    node 0, writes the run directory). Node 1 is killed (launcher and worker, SIGKILL) once a second
+    checkpoint is complete; node 0 fails on the lost peer and keeps what it wrote; both nodes
+    restarted with --resume continue from the last complete checkpoint and end like one process that
+    takes the same global batch."""
     import time
 
     from loralab.train.trainer import complete_checkpoints
@@ -170,7 +160,9 @@ def test_kill_one_node_then_resume_both(
     metrics = _finish(resumed, run)
     _assert_like_single(metrics, run, one)
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
-    assert f"resumed from {last.name}" in json.loads((run / "record.json").read_text())["notes"]
+    notes = json.loads((run / "record.json").read_text())["notes"]
+    assert f"resumed from {last.name}" in notes
+    assert "all 2 processes load the same config and data (sha256)" in notes  # checked across nodes
 
 
 def test_multi_node_needs_an_output_and_a_master(tmp_path: Path) -> None:
