@@ -473,7 +473,7 @@ def train_cmd(
             )
         # train imports torch, transformers and peft (seconds): only `loralab train` pays for them.
         from loralab.train.launch import launch_distributed, plan_launch
-        from loralab.train.run import train
+        from loralab.train.run import train  # torch, as above
 
         cache: dict[str, Any] = {
             "prefix_cache": prefix_cache,

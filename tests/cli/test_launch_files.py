@@ -46,9 +46,10 @@ def test_default_layout_is_the_configs_own() -> None:
 def filled_by_transformers(path: Path) -> dict[str, Any]:
     """The DeepSpeed config as transformers' Trainer completes it.
 
-    TrainingArguments(deepspeed=...) needs the deepspeed package installed (it is not a loralab
-    dependency and is absent from the CPU test venv): where it is, TrainingArguments itself checks the
-    file. Otherwise transformers' own HfTrainerDeepSpeedConfig runs on it, built past its
+    TrainingArguments(deepspeed=...) needs the deepspeed package installed (scripts/test.sh installs
+    it; it is not a loralab dependency): where it is, TrainingArguments itself reads and checks the
+    file, and the model-dependent keys are filled as the Trainer fills them at the start of training.
+    Otherwise transformers' own HfTrainerDeepSpeedConfig runs on it, built past its
     `dep_version_check("deepspeed")` on accelerate's base class: the same fill of every "auto" from
     TrainingArguments (trainer_config_process) and from the model (trainer_config_finalize), and the
     same mismatch check. Without deepspeed transformers' class derives from `object`, so accelerate's
@@ -56,12 +57,14 @@ def filled_by_transformers(path: Path) -> dict[str, Any]:
     from transformers import TrainingArguments
 
     targs = dict(per_device_train_batch_size=8, gradient_accumulation_steps=8, bf16=True, use_cpu=True)
+    model = SimpleNamespace(config=SimpleNamespace(hidden_size=4096))  # Qwen3-8B's hidden size
     try:
         import deepspeed  # noqa: F401
     except ImportError:
         pass
     else:
         args = TrainingArguments(output_dir=str(path.parent / "out"), deepspeed=str(path), **targs)
+        args.hf_deepspeed_config.trainer_config_finalize(args, model, num_training_steps=1000)
         return dict(args.hf_deepspeed_config.config)
     from accelerate.utils.deepspeed import HfDeepSpeedConfig as AccelerateDeepSpeedConfig
     from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
@@ -74,7 +77,6 @@ def filled_by_transformers(path: Path) -> dict[str, Any]:
     ds._dtype, ds.mismatches = None, []
     args = TrainingArguments(output_dir=str(path.parent / "out"), **targs)
     ds.trainer_config_process(args)
-    model = SimpleNamespace(config=SimpleNamespace(hidden_size=4096))  # Qwen3-8B's hidden size
     ds.trainer_config_finalize(args, model, num_training_steps=1000)
     return dict(ds.config)
 
