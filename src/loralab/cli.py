@@ -61,6 +61,11 @@ def _root(
 # (lowest, highest or None, whether the lowest itself is allowed)
 Range = tuple[float, float | None, bool]
 COUNT: Range = (1, None, True)
+# --write-launch's options, the same on plan and recommend
+NodesOption = Annotated[
+    int, typer.Option("--nodes", help="Machines, with --write-launch (--gpus is per machine).")
+]
+LAYOUTS_HELP = "ddp | zero2 | zero2-offload | zero3 | zero3-offload | fsdp"
 FORMAT_HELP = (
     "Format of the config: loralab | axolotl | llamafactory | deepspeed | training_args "
     "(default: told from its keys)."
@@ -153,15 +158,9 @@ def plan(
             "torchrun/accelerate and Slurm scripts) into DIR.",
         ),
     ] = None,
-    nodes: Annotated[
-        int, typer.Option("--nodes", help="Machines, with --write-launch (--gpus is per machine).")
-    ] = 1,
+    nodes: NodesOption = 1,
     layout: Annotated[
-        str | None,
-        typer.Option(
-            "--layout",
-            help="ddp | zero2 | zero2-offload | zero3 | zero3-offload | fsdp (default: from the config).",
-        ),
+        str | None, typer.Option("--layout", help=f"{LAYOUTS_HELP} (default: from the config).")
     ] = None,
 ) -> None:
     """Exact LoRA trainable parameters, matched modules, options, memory per device and time for CONFIG,
@@ -311,15 +310,8 @@ def recommend(
             help="Also write the recommendation's launch files (as `plan --write-launch`) into DIR.",
         ),
     ] = None,
-    nodes: Annotated[
-        int, typer.Option("--nodes", help="Machines, with --write-launch (--gpus is per machine).")
-    ] = 1,
-    layout: Annotated[
-        str | None,
-        typer.Option(
-            "--layout", help="ddp | zero2 | zero2-offload | zero3 | zero3-offload | fsdp (default: ddp)."
-        ),
-    ] = None,
+    nodes: NodesOption = 1,
+    layout: Annotated[str | None, typer.Option("--layout", help=f"{LAYOUTS_HELP} (default: ddp).")] = None,
 ) -> None:
     """Rank, alpha, targets, layers, batch, learning rate, steps, precision and checkpointing that fit."""
 
