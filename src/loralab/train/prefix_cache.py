@@ -495,7 +495,7 @@ class PrefixCache:
         dtype = self._states_dtype(model, base, splits)
         key = model_key(cfg, base, self.decision, dtype, device.type)
         self.folder = folder = self.root / _sha(json.dumps(key, sort_keys=True, default=str).encode())[:16]
-        if build:
+        if build and wait_seconds is None:  # a waiting rank writes nothing: rank 0 owns the folder
             folder.mkdir(parents=True, exist_ok=True)
             _write_json_atomic(folder / "key.json", key)
         for name, ex in splits.items():
