@@ -6,8 +6,10 @@ cd "$root"
 scripts/bootstrap.sh dev,train,evaluate,ui,ray
 # DeepSpeed, for the ZeRO-2/3 tests on CPU (gloo; not a loralab dependency). Its sdist's setup.py
 # imports torch, so it is built against the CPU torch already here, not in an isolated build that
-# would pull a CUDA torch.
-.venv/bin/python -m pip install -q --no-build-isolation -c constraints.txt "deepspeed==0.19.8"
+# would pull a CUDA torch. DS_BUILD_SHM_COMM compiles its CPU comm op once at install (about 75 s)
+# instead of in the first test that starts DeepSpeed; no cached wheel without the op is reused.
+DS_BUILD_SHM_COMM=1 .venv/bin/python -m pip install -q --no-cache-dir --no-build-isolation \
+  -c constraints.txt "deepspeed==0.19.8"
 # Debian's chromium for the report's headless-browser test (skipped with a reason when unavailable).
 bash scripts/install_browser.sh || true
 .venv/bin/ruff check src tests benchmarks
