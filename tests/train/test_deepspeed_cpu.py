@@ -2,8 +2,9 @@
 
 DeepSpeed's "cpu" accelerator runs with torch's gloo backend when oneCCL
 (oneccl_bindings_for_pytorch) is absent, so no Intel package is needed; the Trainer's own AdamW is the
-client optimizer (no DeepSpeedCPUAdam build). The first DeepSpeed process on a machine JIT-builds
-its shared-memory comm op with g++ (about 75 s on 2 cores, cached in ~/.cache/torch_extensions).
+client optimizer (no DeepSpeedCPUAdam build). DeepSpeed's shared-memory comm op needs g++: built at
+install by scripts/test.sh (DS_BUILD_SHM_COMM=1), else JIT-built by the first DeepSpeed process on a
+machine (about 75 s on 2 cores, cached in ~/.cache/torch_extensions).
 Skipped where deepspeed is not installed (it is not a loralab dependency; scripts/test.sh installs it).
 """
 
