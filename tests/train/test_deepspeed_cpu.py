@@ -28,7 +28,7 @@ if shutil.which("c++") is None and shutil.which("g++") is None:
         "DeepSpeed's CPU accelerator JIT-builds its comm op with a C++ compiler", allow_module_level=True
     )
 
-pytestmark = pytest.mark.slow  # three short runs, ~50 s together (scripts/test.sh builds its comm op at install)
+pytestmark = pytest.mark.slow  # three short runs, ~50 s together (the comm op is built at install)
 
 # DS_ACCELERATOR: pick the CPU accelerator without DeepSpeed's probe-and-warn.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
