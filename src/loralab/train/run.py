@@ -432,6 +432,7 @@ def train(
         if not is_main_process():
             if session.sharded:
                 session.validate()  # rank 0's forward passes need this rank's shards
+            session.close()
             return None  # rank 0 evaluates and writes the results
         metrics = session.validate()
     except BaseException as e:
@@ -440,6 +441,7 @@ def train(
             session.abort(e)
         raise
     record = session.write_record(time.perf_counter() - t0)
+    session.close()
     set_status(run_dir, "completed")
     return RunResult(run_dir, metrics, record, time.perf_counter() - t0, session.notes)
 

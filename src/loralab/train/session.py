@@ -249,6 +249,13 @@ class Session:
             self.mlflow.finish(scalars, [self.run_dir / f for f in files] + [self.run_dir / "adapter"])
         return record
 
+    def close(self) -> None:
+        """Leave the process group. A rank that exits with gloo's threads still connected to ranks that
+        are working (rank 0 scoring) can die in std::terminate ("terminate called without an active
+        exception", seen on a resumed two-node run); destroying the group first ends them in order."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
     def abort(self, exc: BaseException) -> None:
         """Keep what the failed run produced; close tracking with FAILED."""
         if self.mlflow is not None:
