@@ -24,6 +24,7 @@ from loralab.evaluate.render import print_metrics
 from loralab.io import print_json
 from loralab.plan.estimate.setup import Overrides
 from loralab.predict.files import check_run_files
+from loralab.train.launch import launch_distributed, plan_launch
 
 app = typer.Typer(
     add_completion=False,
@@ -463,10 +464,6 @@ def train_cmd(
             raise UsageError(
                 Problem("--accelerate-config", "", "is read by accelerate only", "add --launcher accelerate")
             )
-        # train imports torch, transformers and peft (seconds): only `loralab train` pays for them.
-        from loralab.train.launch import launch_distributed, plan_launch
-        from loralab.train.run import train  # torch, as above
-
         cache: dict[str, Any] = {
             "prefix_cache": prefix_cache,
             "prefix_cache_dir": prefix_cache_dir,
@@ -482,6 +479,10 @@ def train_cmd(
             if code:
                 raise typer.Exit(code)
             return
+
+        # A launcher process never imports train.run; training in this process pays for its imports:
+        # torch, transformers and peft (seconds)
+        from loralab.train.run import train
 
         result = train(config, output=output, resume=resume, quiet=quiet, check_only=check, **cache)
         if result is not None:

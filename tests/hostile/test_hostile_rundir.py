@@ -24,17 +24,16 @@ from typer.testing import CliRunner
 
 from loralab.cli import app
 from loralab.config import load_experiment
-from loralab.train.checkpoints import checkpoint_problems
 from loralab.train.launch import Launch, NodeLayout, launch_distributed
-from loralab.train.run import (
+from loralab.train.run import config_differences, train
+from loralab.train.rundir import (
     RUNS_DIR,
     RunDirRefused,
     check_run_dir,
-    config_differences,
+    checkpoint_problems,
     new_run_dir,
     process_identity,
     run_folder_name,
-    train,
 )
 from loralab.train.session import Session
 

@@ -129,7 +129,7 @@ def test_kill_one_node_then_resume_both(
     takes the same global batch."""
     import time
 
-    from loralab.train.trainer import complete_checkpoints
+    from loralab.train.rundir import complete_checkpoints
 
     model, train_csv, test_csv, one = single
     cfg = experiment_yaml(tmp_path, model, train_csv, test_csv)

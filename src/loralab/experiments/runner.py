@@ -56,6 +56,7 @@ from loralab.experiments.runs import (
 from loralab.experiments.spec import StudySpec, load_study_file
 from loralab.experiments.study_report import build_study_report
 from loralab.experiments.tracking import child_env, finish_study_tracking, start_study_tracking
+from loralab.train.rundir import COMPLETE_MARKER  # a torch-free module
 
 AfterPhase = Callable[[StudyRecord, str, Path], PhaseOutcome]
 # Called after every change of a run's status (the run), and once more at the end (None).
@@ -63,9 +64,6 @@ Progress = Callable[[StudyRecord, RunRecord | None], None]
 STUDY_COPY = "study.yaml"
 ATTEMPT_MARK = "==> loralab study: "  # starts each attempt's part of a run's log
 INTERRUPTED = "interrupted; --resume continues it"
-# A checkpoint counts once train's `.complete` marker is in it (train.checkpoints.COMPLETE_MARKER;
-# not imported: that module loads torch, which the study process never needs).
-COMPLETE_MARKER = ".complete"
 METRIC_NAMES = tuple(dict.fromkeys((*CLASSIFICATION_METRICS, *GENERATION_METRICS)))
 
 

@@ -4,7 +4,6 @@ DeepSpeed and FSDP keep their own checkpoint formats."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
@@ -15,8 +14,7 @@ import torch
 
 from loralab.errors import LoralabError
 from loralab.train import safe_state
-
-COMPLETE_MARKER = ".complete"  # renamed into place after every other part of a checkpoint is written
+from loralab.train.rundir import state_problem
 
 
 class SafeCheckpointMixin:
@@ -70,7 +68,7 @@ class SafeCheckpointMixin:
         if not self._own_format():
             super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[misc]
             return
-        missing = [p for p in ("optimizer", "scheduler") if safe_state.problem(Path(checkpoint) / p)]
+        missing = [p for p in ("optimizer", "scheduler") if state_problem(Path(checkpoint) / p)]
         if missing:
             # The Trainer's fallback would start fresh ones without a word (or unpickle a stray .pt).
             raise LoralabError(f"{checkpoint}: {' and '.join(missing)} state missing or unreadable")
@@ -102,73 +100,6 @@ def _as_python_state(v: Any) -> Any:
     if isinstance(v, list | tuple):
         return tuple(_as_python_state(x) for x in v)
     return v
-
-
-def _json_problem(path: Path, required_key: str | None = None) -> str | None:
-    if not path.is_file():
-        return f"{path.name} missing"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        return f"{path.name} unreadable: {type(e).__name__}"
-    if required_key is not None and (not isinstance(data, dict) or required_key not in data):
-        return f"{path.name} has no {required_key}"
-    return None
-
-
-def _weights_problem(ckpt: Path) -> str | None:
-    """The model part: a LoRA adapter (adapter_model.safetensors + adapter_config.json), or the whole
-    model's safetensors when LoRA is off (one file, or shards listed by an index)."""
-    if (ckpt / "adapter_config.json").exists() or (ckpt / "adapter_model.safetensors").exists():
-        return _json_problem(ckpt / "adapter_config.json") or safe_state.safetensors_problem(
-            ckpt / "adapter_model.safetensors"
-        )
-    index = ckpt / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
-        except (OSError, ValueError, KeyError, AttributeError) as e:
-            return f"{index.name} unreadable: {type(e).__name__}"
-        for shard in sorted(shards):
-            found = safe_state.safetensors_problem(ckpt / shard)
-            if found:
-                return found
-        return None
-    if (ckpt / "model.safetensors").exists():
-        return safe_state.safetensors_problem(ckpt / "model.safetensors")
-    return "adapter weights missing (no adapter_model.safetensors)"
-
-
-def checkpoint_problems(ckpt: Path) -> list[str]:
-    """What keeps `ckpt` from resuming the run exactly, one entry per missing or unreadable part; empty
-    when it is whole. The Trainer itself resumes without a word from a checkpoint that lacks its
-    optimizer, scheduler or RNG state (fresh ones instead), which silently changes the run.
-
-    loralab's own format holds: the `.complete` marker (written last), adapter weights, trainer state,
-    optimizer, scheduler and RNG state (one per process under DDP), and a loss scaler when present.
-    DeepSpeed and FSDP keep weights, optimizer and RNG in their own layouts; for those the marker,
-    the trainer state and that their state is there (DeepSpeed's `latest` folder, FSDP's optimizer)
-    are checked.
-    """
-    if not (ckpt / COMPLETE_MARKER).exists():
-        return ["no .complete marker: its save was interrupted"]
-    found = [_json_problem(ckpt / "trainer_state.json", "global_step")]
-    latest = ckpt / "latest"
-    if latest.is_file() or any(ckpt.glob("global_step*")):  # DeepSpeed
-        tag = latest.read_text(encoding="utf-8").strip() if latest.is_file() else ""
-        if not tag or not (ckpt / tag).is_dir():
-            found.append(f"DeepSpeed state folder {tag or '(latest)'} missing")
-    elif any(ckpt.glob("pytorch_model_fsdp*")) or any(ckpt.glob("optimizer_0*")):  # FSDP
-        if not any(ckpt.glob("optimizer_0*")) and not (ckpt / "optimizer.bin").is_file():
-            found.append("FSDP optimizer state missing")
-    else:
-        found += [_weights_problem(ckpt), safe_state.problem(ckpt / "optimizer")]
-        found.append(safe_state.problem(ckpt / "scheduler"))
-        rng = sorted(p.with_suffix("") for p in ckpt.glob("rng_state*.json"))
-        found += [safe_state.problem(p) for p in rng] if rng else ["RNG state missing (rng_state.*)"]
-        if (ckpt / "scaler.json").exists() or (ckpt / "scaler.safetensors").exists():
-            found.append(safe_state.problem(ckpt / "scaler"))
-    return [f for f in found if f]
 
 
 def save_adapter(trainer: Any, adapter_dir: Path) -> None:

@@ -25,7 +25,7 @@ import yaml
 
 from loralab.config import load_experiment
 from loralab.errors import LoralabError
-from loralab.train.run import RunDirRefused, check_run_dir, free_port, new_run_dir
+from loralab.train.rundir import RunDirRefused, check_run_dir, free_port, new_run_dir
 
 TORCHRUN_PORT = 29500  # torchrun's own default master port (accelerate's too)
 

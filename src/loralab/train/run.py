@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,22 +48,17 @@ from loralab.io import flatten, is_main_process, quiet_libraries, redact_secrets
 from loralab.train.preflight import PreflightReport, run_preflight
 from loralab.train.ranks import data_fingerprints
 from loralab.train.report import print_preflight
+from loralab.train.rundir import (
+    CONFIG_HEADER,
+    RunDirRefused,
+    check_run_dir,
+    free_port,
+    make_run_dir,
+    new_run_dir,
+    process_identity,
+    run_folder_name,
+)
 from loralab.train.session import Session
-from loralab.train.trainer import resume_point
-
-RUNS_DIR = Path("runs")
-CONFIG_HEADER = "# Resolved by loralab from "
-# Files loralab writes that may sit in a folder before its run starts (`loralab demo` writes its
-# config into the run folder), told apart from a user's file of the same name by their first line.
-OWN_HEADERS = {"config.yaml": CONFIG_HEADER, "demo.yaml": "# `loralab demo`"}
-# A name becomes one path component of letters (any script), digits and . _ + -; everything else,
-# path separators and ".." included, becomes "-". 100 bytes leave room for the time stamp in 255.
-_UNSAFE_NAME = re.compile(r"[^\w.+-]+")
-_NAME_BYTES = 100
-
-
-class RunDirRefused(LoralabError):
-    """The run directory cannot be used as asked; nothing was written to it."""
 
 
 @dataclass
@@ -78,200 +71,6 @@ class RunResult:
 
 
 # ---- where a run goes -----------------------------------------------------------------------------
-
-
-def safe_name(name: str) -> str:
-    """`name` as one path component that stays inside its parent folder ("" when nothing is left)."""
-    text = _UNSAFE_NAME.sub("-", name).strip(".-_+")
-    while len(text.encode("utf-8")) > _NAME_BYTES:
-        text = text[:-1]
-    return text.rstrip(".-_+")
-
-
-def run_folder_name(cfg: ExperimentConfig) -> tuple[str, str | None]:
-    """The run folder's name part (from experiment.name, else the config file's name) and a note when
-    the name given could not be used as it is."""
-    given = (cfg.experiment or {}).get("name")
-    name = safe_name(str(given)) if given is not None else ""
-    name = name or safe_name(cfg.source.stem) or "run"
-    if given is not None and name != str(given):
-        return (
-            name,
-            f"experiment.name {str(given)!r} is not a plain folder name: the run folder uses {name!r}",
-        )
-    return name, None
-
-
-def new_run_dir(cfg: ExperimentConfig, output: Path | None) -> Path:
-    """`output`, else a new folder `runs/<time>-<name>` that resolves inside `runs/`."""
-    if output is not None:
-        return output
-    name, _ = run_folder_name(cfg)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = RUNS_DIR / f"{stamp}-{name}"
-    n = 2
-    while run_dir.exists() or run_dir.is_symlink():  # two runs of one name in the same second
-        run_dir = RUNS_DIR / f"{stamp}-{name}-{n}"
-        n += 1
-    if run_dir.resolve().parent != RUNS_DIR.resolve():
-        raise RunDirRefused(f"the run folder {run_dir} would resolve outside {RUNS_DIR}/: give --output DIR")
-    return run_dir
-
-
-def _first_line(path: Path) -> str:
-    try:
-        with path.open(encoding="utf-8") as f:
-            return f.readline()
-    except (OSError, UnicodeDecodeError):
-        return ""
-
-
-def _written_by_loralab(path: Path) -> bool:
-    header = OWN_HEADERS.get(path.name)
-    return header is not None and path.is_file() and _first_line(path).startswith(header)
-
-
-def read_status(run_dir: Path) -> dict[str, Any] | None:
-    """The run's status.json when it is loralab's (running | completed | failed), else None."""
-    try:
-        data = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(data, dict) and data.get("status") in ("running", "completed", "failed")
-    return data if ok else None
-
-
-def _check_output_path(run_dir: Path) -> None:
-    """The nearest existing part of `run_dir` must be a folder (not a file, not a dangling link)."""
-    for p in (run_dir, *run_dir.parents):
-        try:
-            if p.is_dir():
-                return
-            if p.is_symlink() and not p.exists():
-                raise RunDirRefused(f"--output {run_dir}: {p} is a link to nothing")
-            if p.exists():
-                if p == run_dir:
-                    raise RunDirRefused(
-                        f"--output {run_dir} is a file, not a folder: give a folder for the run"
-                    )
-                raise RunDirRefused(f"--output {run_dir}: {p} is a file, so no folder can be made under it")
-        except PermissionError:
-            raise RunDirRefused(f"--output {run_dir}: permission denied on {p}") from None
-
-
-def make_run_dir(run_dir: Path) -> bool:
-    """Create `run_dir` (and its parents); True when it did not exist before."""
-    existed = run_dir.is_dir()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunDirRefused(f"cannot create the run directory {run_dir}: {e.strerror or e}") from None
-    return not existed
-
-
-def _process_start(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot, from /proc; "" where there is no /proc),
-    or None when there is no such live process."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return None if fields[0] in ("Z", "X") else fields[19]
-    except (OSError, IndexError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return ""  # someone else's process
-    return ""
-
-
-def process_identity() -> dict[str, Any]:
-    """What status.json records of a running run, so that a second `loralab train` can tell that the
-    folder is still being written to."""
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": _process_start(os.getpid())}
-
-
-def _refuse_if_live(run_dir: Path, status: dict[str, Any] | None) -> None:
-    if not status or status.get("status") != "running":
-        return
-    pid = status.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid() or status.get("host") != socket.gethostname():
-        return
-    started = _process_start(pid)
-    if started is None or (status.get("started") and started and started != status["started"]):
-        return  # ended (killed), or its number now belongs to another process
-    raise RunDirRefused(
-        f"{run_dir} is in use: loralab process {pid} on this machine is still running it (since "
-        f"{status.get('time')}); wait for it to end or stop it, then --resume"
-    )
-
-
-def _failed_how(status: dict[str, Any] | None) -> str:
-    if status is None:
-        return "no status.json"
-    text = f"status {status['status']}"
-    if status.get("error"):
-        error = str(status["error"]).splitlines()[0]
-        text += f": {error[:160]}{'...' if len(error) > 160 else ''}"
-    return text
-
-
-def check_run_dir(run_dir: Path, *, resume: bool) -> list[str]:
-    """Refuse a run directory that cannot be used as asked, before anything is written to it. Returns
-    one note per checkpoint a resume passes over.
-
-    New or empty folder: a fresh run. A folder with files loralab did not write (the user's own
-    config.yaml in `-o proj`): refused. An earlier run: a fresh run is refused (--resume or another
-    --output), a resume needs a complete checkpoint and a run that is not still running.
-    """
-    _check_output_path(run_dir)
-    if not run_dir.exists():
-        if resume:
-            raise RunDirRefused(f"--resume: run directory {run_dir} does not exist")
-        return []
-    try:
-        entries = sorted(e.name for e in run_dir.iterdir())
-    except OSError as e:
-        raise RunDirRefused(f"cannot read the run directory {run_dir}: {e.strerror or e}") from None
-    status = read_status(run_dir)
-    if status is None and not _written_by_loralab(run_dir / "config.yaml"):
-        if resume:
-            raise RunDirRefused(
-                f"--resume: {run_dir} is not a loralab run (no status.json or config.yaml of loralab's)"
-            )
-        foreign = [n for n in entries if not _written_by_loralab(run_dir / n)]
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise RunDirRefused(
-                f"--output {run_dir} holds files loralab did not write ({shown}); a run would overwrite "
-                "or mix with them: give a new or empty folder"
-            )
-        return []
-    _refuse_if_live(run_dir, status)
-    ckpt, skipped = resume_point(run_dir / "checkpoints")
-    state = status["status"] if status else "unfinished"
-    if ckpt is None and state != "completed":
-        why = "; ".join(skipped[:3]) or "none was saved"
-        head = (
-            f"--resume has nothing to resume from in {run_dir}"
-            if resume
-            else f"{run_dir} holds a run that stopped before its first complete checkpoint"
-        )
-        raise RunDirRefused(
-            f"{head} ({_failed_how(status)}; no complete checkpoint: {why}); start again with "
-            f"--output NEW, or delete {run_dir} and run the same command"
-        )
-    if not resume:
-        hint = (
-            f"use --resume to continue it from {ckpt.name}, or another --output"
-            if ckpt
-            else "give another --output"
-        )
-        raise RunDirRefused(f"{run_dir} already holds a {state} run; {hint}")
-    if ckpt is None:
-        raise RunDirRefused(f"--resume: {run_dir} holds a completed run with no checkpoint to resume from")
-    return [f"{s}: resuming from {ckpt.name}" for s in skipped]
 
 
 # ---- what a run is --------------------------------------------------------------------------------
@@ -451,12 +250,6 @@ def override_prefix_cache(cfg: ExperimentConfig, mode: str) -> None:
         raise LoralabError(f"--prefix-cache {mode!r}: use one of {', '.join(PREFIX_CACHE_MODES)}")
     cfg.prefix_cache = mode
     cfg.raw["prefix_cache"] = mode
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def one_process_group() -> None:

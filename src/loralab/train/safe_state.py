@@ -17,8 +17,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from loralab.io import safetensors_problem, tensor_names
-
 
 def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, torch.Tensor):
@@ -81,32 +79,3 @@ def load_state(path: Path, device: str | torch.device = "cpu") -> Any:
 
 def exists(path: Path) -> bool:
     return path.with_suffix(".safetensors").is_file() and path.with_suffix(".json").is_file()
-
-
-def problem(path: Path) -> str | None:
-    """Why the state saved at `path` cannot be loaded whole, or None: both files present, the tensors
-    file not cut short, the skeleton readable and naming only tensors the tensors file holds."""
-    st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
-    if not js.is_file():
-        return f"{js.name} missing"
-    found = safetensors_problem(st)
-    if found:
-        return found
-    try:
-        skeleton = json.loads(js.read_text())
-    except (OSError, ValueError) as e:
-        return f"{js.name} unreadable: {type(e).__name__}"
-    if not _refs(skeleton) <= tensor_names(st):
-        return f"{js.name} names tensors that {st.name} lacks"
-    return None
-
-
-def _refs(obj: Any) -> set[str]:
-    if isinstance(obj, list):
-        return set().union(*(_refs(v) for v in obj)) if obj else set()
-    if not isinstance(obj, dict):
-        return set()
-    name = obj.get("__tensor__", obj.get("__ndarray__"))
-    if isinstance(name, str):
-        return {name}
-    return set().union(*(_refs(v) for v in obj.values())) if obj else set()

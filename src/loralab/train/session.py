@@ -28,9 +28,10 @@ from loralab.train.precision import PrecisionPolicy, choose_precision, training_
 from loralab.train.prefix_cache import PrefixCache, PrefixCacheCallback, decide
 from loralab.train.ranks import check_ranks_agree, run_fingerprint, torch_gather
 from loralab.train.record import build_record, environment
+from loralab.train.rundir import complete_checkpoints
 from loralab.train.tasks import TaskStrategy, task_for
 from loralab.train.tracking import mlflow_callback
-from loralab.train.trainer import LoralabTrainer, complete_checkpoints
+from loralab.train.trainer import LoralabTrainer
 
 
 class Session:

@@ -9,7 +9,7 @@
 - a loss that is NaN/inf stops the run at that step (NonFiniteLoss) instead of training on garbage;
 - checkpoints count only once complete: a `.complete` marker is renamed into place last, so a run
   killed mid-save (kill -9) resumes from the previous complete checkpoint; one whose parts are missing
-  or cut short (checkpoints.checkpoint_problems) does not count either;
+  or cut short (rundir.checkpoint_problems) does not count either;
 - checkpoints hold no pickles: optimizer, scheduler and RNG states go through safe_state
   (safetensors + JSON) and the training arguments are written as JSON (DeepSpeed/FSDP keep their
   own checkpoint formats).
@@ -30,7 +30,8 @@ from transformers import Trainer
 
 from loralab.errors import LoralabError
 from loralab.train.batching import ExampleDataset, LengthBucketBatchSampler, PadCollator
-from loralab.train.checkpoints import COMPLETE_MARKER, SafeCheckpointMixin, checkpoint_problems
+from loralab.train.checkpoints import SafeCheckpointMixin
+from loralab.train.rundir import COMPLETE_MARKER, complete_checkpoints
 
 
 class NonFiniteLoss(LoralabError):
@@ -41,33 +42,6 @@ class NonFiniteLoss(LoralabError):
             f"training loss became {value} at step {step}; the run was stopped. Last good checkpoint: "
             f"{ckpt}. Likely cause: {cause}"
         )
-
-
-def _checkpoints(output_dir: Path) -> list[Path]:
-    """Every `checkpoint-<step>` folder, oldest first (a stray `checkpoint-x` is not one)."""
-    if not output_dir.is_dir():
-        return []
-    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[11:]))
-
-
-def complete_checkpoints(output_dir: Path) -> list[Path]:
-    """Checkpoints that can resume the run exactly (marker, weights, optimizer, scheduler, trainer and
-    RNG state all present and readable: `checkpoint_problems`), oldest first."""
-    return [p for p in _checkpoints(output_dir) if not checkpoint_problems(p)]
-
-
-def resume_point(output_dir: Path) -> tuple[Path | None, list[str]]:
-    """The newest complete checkpoint (None if there is none), and one line for each newer checkpoint
-    passed over, naming what it lacks: a resume that quietly went further back would look like a
-    fresh start of those steps."""
-    skipped: list[str] = []
-    for ckpt in reversed(_checkpoints(output_dir)):
-        problems = checkpoint_problems(ckpt)
-        if not problems:
-            return ckpt, skipped
-        skipped.append(f"{ckpt.name} skipped: {'; '.join(problems)}")
-    return None, skipped
 
 
 class LoralabTrainer(SafeCheckpointMixin, Trainer):
