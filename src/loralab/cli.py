@@ -71,6 +71,8 @@ FORMAT_HELP = (
     "Format of the config: loralab | axolotl | llamafactory | deepspeed | training_args "
     "(default: told from its keys)."
 )
+# --format, the same on every command that reads a config
+FormatOption = Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)]
 POSITIVE: Range = (0, None, False)
 FRACTION: Range = (0, 1, False)
 
@@ -80,6 +82,17 @@ def _allowed(r: Range) -> str:
     if high is None:
         return f"{low:g} or more" if inclusive else f"more than {low:g}"
     return f"{low:g} to {high:g}" if inclusive else f"more than {low:g} and at most {high:g}"
+
+
+def _check_launcher(launcher: str, accelerate_config: Path | None) -> None:
+    if launcher not in ("torchrun", "accelerate"):
+        raise UsageError(
+            Problem("--launcher", "", f"unknown launcher {launcher!r}", "use torchrun or accelerate")
+        )
+    if accelerate_config is not None and launcher != "accelerate":
+        raise UsageError(
+            Problem("--accelerate-config", "", "is read by accelerate only", "add --launcher accelerate")
+        )
 
 
 def _check_ranges(*checks: tuple[str, float | None, Range]) -> None:
@@ -144,13 +157,7 @@ def plan(
     tflops: Annotated[float | None, typer.Option("--tflops", help="Sustained TFLOP/s per GPU.")] = None,
     gpu: Annotated[str | None, typer.Option("--gpu", help="GPU model from the table, e.g. H100-SXM.")] = None,
     mfu: Annotated[float | None, typer.Option("--mfu", help="Model FLOPs utilisation for --gpu.")] = None,
-    fmt: Annotated[
-        str | None,
-        typer.Option(
-            "--format",
-            help=FORMAT_HELP,
-        ),
-    ] = None,
+    fmt: FormatOption = None,
     write_launch: Annotated[
         Path | None,
         typer.Option(
@@ -242,10 +249,7 @@ def convert(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the YAML here (default: stdout).")
     ] = None,
-    fmt: Annotated[
-        str | None,
-        typer.Option("--format", help=FORMAT_HELP),
-    ] = None,
+    fmt: FormatOption = None,
 ) -> None:
     """Convert another tool's config into a loralab experiment YAML, one comment per mapped key."""
 
@@ -413,13 +417,7 @@ def train_cmd(
             "--prefix-cache-dir", help="Folder for the prefix cache (default: RUN_DIR/prefix_cache)."
         ),
     ] = None,
-    fmt: Annotated[
-        str | None,
-        typer.Option(
-            "--format",
-            help=FORMAT_HELP,
-        ),
-    ] = None,
+    fmt: FormatOption = None,
     nnodes: Annotated[
         int | None,
         typer.Option("--nnodes", help="Machines in the run (torchrun agents; default: Slurm's, else 1)."),
@@ -456,14 +454,7 @@ def train_cmd(
             ("--node-rank", node_rank, (0, None, True)),
             ("--master-port", master_port, (1, 65535, True)),
         )
-        if launcher not in ("torchrun", "accelerate"):
-            raise UsageError(
-                Problem("--launcher", "", f"unknown launcher {launcher!r}", "use torchrun or accelerate")
-            )
-        if accelerate_config is not None and launcher != "accelerate":
-            raise UsageError(
-                Problem("--accelerate-config", "", "is read by accelerate only", "add --launcher accelerate")
-            )
+        _check_launcher(launcher, accelerate_config)
         cache: dict[str, Any] = {
             "prefix_cache": prefix_cache,
             "prefix_cache_dir": prefix_cache_dir,

@@ -174,6 +174,10 @@ def test_multi_node_needs_an_output_and_a_master(tmp_path: Path) -> None:
         app, ["train", str(cfg), "--nnodes", "2", "--node-rank", "2", "--master-addr", "h"]
     )
     assert res.exit_code != 0 and "--node-rank 2 is out of range" in res.output
+    res = CliRunner().invoke(app, ["train", str(cfg), "--launcher", "mpirun"])
+    assert res.exit_code == 2 and "use torchrun or accelerate" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["train", str(cfg), "--accelerate-config", str(cfg)])
+    assert res.exit_code == 2 and "add --launcher accelerate" in res.output
     # Slurm: the node count and rank from the job, node 0's address from its node list
     slurm = {
         "SLURM_JOB_ID": "7",
